@@ -1,0 +1,48 @@
+# alphac: set-up, tests, demo. Every target creates .venv and installs alphac into it when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.alphac-installed
+FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data test demo lint bench bench-compare clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Real data for the tests and the demo: Debian's Fashion-MNIST package where apt-get works (root),
+# else alphac's own download into ~/.cache/alphac where the network allows, else a clear message.
+data: install
+	@if [ -f $(FMNIST_DEBIAN)/train-images-idx3-ubyte.gz ]; then \
+		echo "data: Fashion-MNIST found in $(FMNIST_DEBIAN)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist; }; }; then \
+		echo "data: installed Debian's dataset-fashion-mnist"; \
+	else \
+		$(BIN)/alphac data fetch fashion-mnist; \
+	fi
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+demo: install data
+	$(BIN)/alphac inspect zoo:resnet18 --target cifar10
+
+lint: install
+	$(BIN)/ruff check alphac passes frontends runtime tests bench
+
+bench: install data
+	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-autosave
+
+bench-compare: install data
+	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-compare --benchmark-compare-fail=mean:25%
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -1,0 +1,89 @@
+"""Analyses and the analysis manager that caches their facts by graph version.
+
+An analysis is a small frozen (hashable) dataclass with a ``name`` and one pure method
+``compute(gm, subgraph, am) -> Fact``. It never mutates the graph; facts are frozen, hashable
+values. It may ask ``am`` for other facts (mixing asks for shapes), which are cached too.
+
+The manager caches facts per GraphModule, keyed by (analysis, subgraph) and stamped with the
+graph version (:func:`alphac.rewriter.graph_version`); a Rewriter edit bumps the version, so stale
+facts are never served.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from torch import fx
+
+from alphac.ir import Subgraph
+from alphac.rewriter import graph_version
+
+F = TypeVar("F", covariant=True)
+
+
+@runtime_checkable
+class Analysis(Protocol[F]):
+    """A pure analysis: ``compute`` infers a frozen fact about a subgraph of ``gm``."""
+
+    name: str
+
+    def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> F: ...
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+class AnalysisManager:
+    """Computes analyses on demand and caches their facts until the graph changes.
+
+    Example::
+
+        am = AnalysisManager()
+        fact = am.get(ShapeAnalysis(), gm, subgraph)   # computed
+        fact = am.get(ShapeAnalysis(), gm, subgraph)   # cached (am.stats.hits == 1)
+        with Rewriter(gm).edit() as g: ...             # version bump
+        fact = am.get(ShapeAnalysis(), gm, subgraph)   # recomputed
+    """
+
+    def __init__(self) -> None:
+        self._cache: weakref.WeakKeyDictionary[fx.GraphModule, dict[Any, tuple[int, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.stats = CacheStats()
+
+    def get(self, analysis: Analysis[Any], gm: fx.GraphModule, subgraph: Subgraph | None = None):
+        """The fact ``analysis`` infers for ``subgraph`` (default: the whole graph) of ``gm``."""
+        sub = subgraph if subgraph is not None else Subgraph.whole(gm)
+        key = (analysis, sub)
+        version = graph_version(gm)
+        entries = self._cache.setdefault(gm, {})
+        hit = entries.get(key)
+        if hit is not None and hit[0] == version:
+            self.stats.hits += 1
+            return hit[1]
+        self.stats.misses += 1
+        fact = analysis.compute(gm, sub, self)
+        entries[key] = (version, fact)
+        return fact
+
+    def cached(self, gm: fx.GraphModule) -> int:
+        """How many facts for ``gm`` are cached and still valid."""
+        version = graph_version(gm)
+        return sum(1 for v, _ in self._cache.get(gm, {}).values() if v == version)
+
+    def invalidate(self, gm: fx.GraphModule) -> None:
+        """Drop every fact cached for ``gm``."""
+        self._cache.pop(gm, None)
+
+    def restamp(self, gm: fx.GraphModule, old_version: int, preserved: frozenset[str]) -> None:
+        """After an edit, keep the facts of analyses (by name) that the edit declared preserved."""
+        new_version = graph_version(gm)
+        entries = self._cache.get(gm, {})
+        for key, (version, fact) in list(entries.items()):
+            if version == old_version and key[0].name in preserved:
+                entries[key] = (new_version, fact)

@@ -1,0 +1,42 @@
+"""The alphac command line: `alphac COMMAND --help` for each command."""
+
+from __future__ import annotations
+
+import typer
+
+from alphac import __version__
+from alphac.cli.inspect_cmd import inspect
+from alphac.cli.zoo_cmd import zoo
+
+app = typer.Typer(
+    name="alphac",
+    help="alphac: a compiler for neural architectures. Point it at a PyTorch model and a task; "
+    "it finds a cheaper model that is as accurate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"alphac {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """alphac: property-guided neural architecture search over torch.fx."""
+
+
+app.command()(inspect)
+app.command()(zoo)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,69 @@
+"""Errors a user can cause.
+
+Every exception a user can trigger through bad input derives from :class:`UserError`. The CLI
+prints its message (no traceback) and exits with ``exit_code``. The message must say what was wrong
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base of all user-caused errors: the message says what is wrong and how to fix it."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\nhint: {hint}")
+
+
+class ModelLoadError(UserError):
+    """The model file or zoo name could not be turned into an ``nn.Module``."""
+
+    exit_code = 3
+
+
+class UnknownModelError(ModelLoadError):
+    """A ``zoo:NAME`` that the zoo does not contain."""
+
+
+class TraceError(UserError):
+    """Neither torch.fx nor torch.export could capture the model as a graph."""
+
+    exit_code = 4
+
+
+class InvalidInputShapeError(UserError):
+    """An ``--input-shape`` that cannot be parsed or does not fit the model."""
+
+
+class UnknownTargetError(UserError):
+    """A ``--target`` that alphac does not know."""
+
+
+class DatasetError(UserError):
+    """A dataset that is missing, incomplete or corrupt."""
+
+    exit_code = 5
+
+
+class TrainingError(UserError):
+    """Training diverged (NaN/Inf loss) or could not run with the given settings."""
+
+    exit_code = 6
+
+
+class PassError(Exception):
+    """A pass failed inside a PassManager; names the pass and those already run.
+
+    Not a UserError: it signals a bug in a pass (or an unsupported graph), so the CLI shows it with
+    context rather than as a plain message.
+    """
+
+    def __init__(self, pass_name: str, already_run: tuple[str, ...], cause: BaseException) -> None:
+        self.pass_name = pass_name
+        self.already_run = already_run
+        done = ", ".join(already_run) if already_run else "none"
+        super().__init__(f"pass {pass_name!r} failed ({cause!r}); passes already run: {done}")

@@ -1,0 +1,148 @@
+"""IR helpers over torch.fx: the frozen :class:`Subgraph` value and small graph queries.
+
+torch.fx ``GraphModule`` is alphac's only IR. Code refers to a part of a graph by a
+:class:`Subgraph` (node *names*), never by live ``Node`` objects held across rewrites, because a
+rewrite may erase and recreate nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import fx
+
+#: Node ops that compute something (placeholders, get_attr and output only move values around).
+COMPUTE_OPS = frozenset({"call_module", "call_function", "call_method"})
+
+
+def node_map(gm: fx.GraphModule) -> dict[str, fx.Node]:
+    """Name -> node for every node of ``gm``'s graph."""
+    return {n.name: n for n in gm.graph.nodes}
+
+
+def compute_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    """The nodes that compute something, in topological (graph) order."""
+    return [n for n in gm.graph.nodes if n.op in COMPUTE_OPS]
+
+
+def producers(node: fx.Node) -> list[fx.Node]:
+    """The nodes whose values ``node`` reads, in argument order, without repeats."""
+    return list(dict.fromkeys(node.all_input_nodes))
+
+
+def consumers(node: fx.Node) -> list[fx.Node]:
+    """The nodes that read ``node``'s value, in graph order."""
+    return list(node.users)
+
+
+def module_path_of(node: fx.Node) -> str | None:
+    """The qualified name of the module a ``call_module`` node calls, else None."""
+    return str(node.target) if node.op == "call_module" else None
+
+
+def count_params(module: torch.nn.Module) -> int:
+    """Number of parameter elements, counting each shared parameter once."""
+    return sum(p.numel() for p in module.parameters())
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    """A set of nodes of a graph, named, with its boundary.
+
+    ``nodes`` are in graph (topological) order; ``inputs`` are values produced outside the set and
+    read inside it (placeholders and computed nodes; parameters fetched by ``get_attr`` count as
+    part of the set, not as inputs); ``outputs`` are nodes of the set read outside it or returned by
+    the graph. Example: for ``x -> conv -> relu -> add(relu, x) -> out`` the subgraph
+    ``{conv, relu}`` has inputs ``(x,)`` and outputs ``(relu,)``.
+    """
+
+    nodes: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("a Subgraph needs at least one node")
+
+    @classmethod
+    def from_nodes(cls, gm: fx.GraphModule, names: Iterable[str]) -> Subgraph:
+        """The subgraph of ``gm`` made of the named nodes, with its boundary computed."""
+        by_name = node_map(gm)
+        wanted = set(names)
+        unknown = wanted - by_name.keys()
+        if unknown:
+            raise KeyError(f"no node named {sorted(unknown)} in the graph")
+        members = {n for n in wanted if by_name[n].op in COMPUTE_OPS or by_name[n].op == "get_attr"}
+        # Parameters and buffers read inside the set belong to it: they are constants, not inputs.
+        for name in list(members):
+            members.update(p.name for p in by_name[name].all_input_nodes if p.op == "get_attr")
+        ordered = [n for n in gm.graph.nodes if n.name in members]
+        inputs: dict[str, None] = {}
+        outputs: dict[str, None] = {}
+        for node in ordered:
+            for p in producers(node):
+                if p.name not in members:
+                    inputs[p.name] = None
+            if node.op != "get_attr" and any(u.name not in members for u in node.users):
+                outputs[node.name] = None
+        return cls(tuple(n.name for n in ordered), tuple(inputs), tuple(outputs))
+
+    @classmethod
+    def whole(cls, gm: fx.GraphModule) -> Subgraph:
+        """Every computing node of ``gm``: inputs are its placeholders, outputs what it returns."""
+        names = [n.name for n in gm.graph.nodes if n.op in COMPUTE_OPS or n.op == "get_attr"]
+        if not names:
+            raise ValueError("the graph computes nothing")
+        return cls.from_nodes(gm, names)
+
+    def node_objects(self, gm: fx.GraphModule) -> list[fx.Node]:
+        """The live nodes of this subgraph in ``gm``; KeyError if a rewrite removed one."""
+        by_name = node_map(gm)
+        return [by_name[n] for n in self.nodes]
+
+    def compute_node_names(self, gm: fx.GraphModule) -> tuple[str, ...]:
+        """The names of the nodes that compute (no get_attr)."""
+        return tuple(n.name for n in self.node_objects(gm) if n.op in COMPUTE_OPS)
+
+    def is_connected(self, gm: fx.GraphModule) -> bool:
+        """Whether the computing nodes form one weakly connected component."""
+        names = set(self.compute_node_names(gm))
+        if not names:
+            return False
+        by_name = node_map(gm)
+        start = next(iter(names))
+        seen, stack = {start}, [start]
+        while stack:
+            node = by_name[stack.pop()]
+            for other in [*producers(node), *consumers(node)]:
+                if other.name in names and other.name not in seen:
+                    seen.add(other.name)
+                    stack.append(other.name)
+        return seen == names
+
+
+def flop_counter_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of one forward pass as counted by ``torch.utils.flop_counter`` (1 MAC = 2 FLOPs).
+
+    It counts matrix work (conv, linear, matmul, attention) only; the cost analysis counts every op
+    and is cross-checked against this on the ops both count.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    was_training = module.training
+    try:
+        module.eval()
+    except NotImplementedError:  # torch.export modules refuse eval()
+        pass
+    try:
+        with torch.no_grad(), counter:
+            module(*inputs)
+    finally:
+        try:
+            module.train(was_training)
+        except NotImplementedError:
+            pass
+    return int(counter.get_total_flops())

@@ -1,0 +1,139 @@
+"""Turn a MODEL argument (a path to a Python file, or ``zoo:NAME``) into an ``nn.Module``.
+
+A model file provides, in order of preference: a function ``build_model()``, a module-level
+``model`` instance, or exactly one ``nn.Module`` subclass constructible without arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from torch import nn
+
+from alphac.errors import ModelLoadError
+
+ZOO_PREFIX = "zoo:"
+_HOW = (
+    "define a function `build_model()` that returns the model (preferred), or a module-level "
+    "`model = MyNet()`, or exactly one nn.Module subclass whose constructor needs no arguments"
+)
+
+
+def load_module(spec: str, *, num_classes: int = 1000, input_shape=(3, 224, 224)) -> nn.Module:
+    """The model named by ``spec``: ``zoo:NAME`` or a path to a ``.py`` file.
+
+    ``num_classes`` and ``input_shape`` (C, H, W of one sample) configure zoo models; a model file
+    decides these itself.
+    """
+    if spec.startswith(ZOO_PREFIX):
+        from alphac.frontends import zoo
+
+        return zoo.build(spec[len(ZOO_PREFIX) :], num_classes=num_classes, input_shape=input_shape)
+    return load_model_file(Path(spec))
+
+
+def _import_file(path: Path) -> ModuleType:
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    name = f"alphac_user_model_{digest}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ModelLoadError(f"cannot import {path} as a Python module", hint="pass a .py file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(
+            f"{path}:{exc.lineno}: syntax error: {exc.msg}", hint="fix the Python syntax"
+        ) from None
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        where = user_frame(exc, path)
+        raise ModelLoadError(
+            f"importing {path} failed{where}: {type(exc).__name__}: {exc}",
+            hint="the file must import cleanly on its own (python " + str(path) + ")",
+        ) from None
+    return module
+
+
+def user_frame(exc: BaseException, path: Path | None = None) -> str:
+    """`` at FILE:LINE (`source`)`` for the innermost traceback frame outside torch, or ''."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    wanted = str(path.resolve()) if path is not None else None
+    chosen = None
+    for frame in frames:
+        filename = str(Path(frame.filename).resolve()) if frame.filename else ""
+        if wanted is not None and filename == wanted:
+            chosen = frame
+        elif wanted is None and "/torch/" not in filename and "/alphac/" not in filename:
+            chosen = frame
+    if chosen is None:
+        return ""
+    source = f" (`{chosen.line.strip()}`)" if chosen.line else ""
+    return f" at {chosen.filename}:{chosen.lineno}{source}"
+
+
+def load_model_file(path: Path) -> nn.Module:
+    """Import ``path`` and build its model as described in the module docstring."""
+    if not path.exists():
+        raise ModelLoadError(
+            f"no model file at {path}",
+            hint="pass a path to a .py file, or zoo:NAME (see `alphac zoo`)",
+        )
+    if path.suffix != ".py":
+        raise ModelLoadError(f"{path} is not a Python file", hint="pass a .py file that " + _HOW)
+    module = _import_file(path)
+    if callable(getattr(module, "build_model", None)):
+        return _call_builder(module.build_model, path)
+    instance = getattr(module, "model", None)
+    if isinstance(instance, nn.Module):
+        return instance
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+    ]
+    buildable = [c for c in classes if _constructible(c)]
+    if len(buildable) == 1:
+        return _call_builder(buildable[0], path)
+    found = ", ".join(c.__name__ for c in classes) or "none"
+    raise ModelLoadError(
+        f"{path} does not say which model to use (nn.Module classes found: {found}; "
+        f"{len(buildable)} constructible without arguments)",
+        hint=_HOW,
+    )
+
+
+def _constructible(cls: type) -> bool:
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in list(params)[1:]
+    )
+
+
+def _call_builder(builder, path: Path) -> nn.Module:
+    name = getattr(builder, "__name__", "builder")
+    try:
+        model = builder()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{name}() in {path} raised{user_frame(exc, path)}: {type(exc).__name__}: {exc}",
+            hint="it must build the model without arguments",
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(
+            f"{name}() in {path} returned {type(model).__name__}, not an nn.Module",
+            hint="return the torch.nn.Module to optimize",
+        )
+    return model

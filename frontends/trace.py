@@ -1,0 +1,156 @@
+"""Capture an ``nn.Module`` as a torch.fx GraphModule: torch.fx first, torch.export as fallback.
+
+``torch.fx.symbolic_trace`` keeps module calls (``call_module``) and is preferred. Models with
+Python control flow on shapes fail there but trace through ``torch.export`` (shapes are static
+there), which yields aten-level ops. If both fail (typically a Python ``if`` on a tensor *value*),
+the error names the offending line of the user's code and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from alphac.errors import InvalidInputShapeError, TraceError
+
+FX = "fx"
+EXPORT = "export"
+
+
+def trace(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[fx.GraphModule, str]:
+    """``(graph module, frontend used)`` for ``model`` at ``example_inputs``."""
+    check_runs(model, example_inputs)
+    try:
+        gm = fx.symbolic_trace(model)
+        return gm, FX
+    except Exception as fx_exc:  # noqa: BLE001 - any failure falls back to export
+        fx_error = fx_exc
+    try:
+        with _quiet_torch_logs():
+            gm = torch.export.export(model, tuple(example_inputs)).module()
+    except Exception as export_exc:  # noqa: BLE001 - reported with both causes below
+        raise _both_failed(model, fx_error, export_exc) from None
+    _drop_guard_node(gm)
+    return gm, EXPORT
+
+
+@contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    # A failing export logs whole graphs at warning level; the TraceError already says what matters.
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    sink = io.StringIO()
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_runs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> None:
+    """Run the model eagerly once; a failure here is almost always a wrong input shape."""
+    shapes = ", ".join("x".join(map(str, t.shape)) for t in example_inputs)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*example_inputs)
+    except Exception as exc:
+        where = _user_location(exc)
+        raise InvalidInputShapeError(
+            f"the model fails on an input of shape {shapes}{where}: {type(exc).__name__}: "
+            f"{_first_line(exc)}",
+            hint="pass --input-shape with the full input shape your model expects "
+            "(batch first, e.g. --input-shape 2x3x32x32) or pick the matching --target",
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def _drop_guard_node(gm: fx.GraphModule) -> None:
+    # torch.export inserts a call to a guard-checking submodule; it computes nothing we analyse.
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and str(node.target).startswith("_guards"):
+            gm.graph.erase_node(node)
+            if hasattr(gm, str(node.target)):
+                delattr(gm, str(node.target))
+    gm.graph.lint()
+    gm.recompile()
+
+
+def annotate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
+    """Run ``gm`` once so every node carries ``meta['tensor_meta']``; buffers stay untouched."""
+    buffers = {name: b.detach().clone() for name, b in gm.named_buffers()}
+    was_training = gm.training
+    try:
+        gm.eval()
+    except NotImplementedError:  # torch.export modules refuse eval(); buffers are restored below
+        pass
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        try:
+            gm.train(was_training)
+        except NotImplementedError:
+            pass
+        with torch.no_grad():
+            for name, b in gm.named_buffers():
+                b.copy_(buffers[name])
+    gm.meta["alphac.input_shapes"] = [tuple(t.shape) for t in example_inputs]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _user_location(exc: BaseException) -> str:
+    """`` at FILE:LINE (`code`)`` of the innermost frame outside torch and alphac, if any."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if cause is None:
+            continue
+        frames = [
+            f
+            for f in traceback.extract_tb(cause.__traceback__)
+            if not _is_library(f.filename)
+        ]
+        if frames:
+            f = frames[-1]
+            return f" at {f.filename}:{f.lineno} (`{(f.line or '').strip()}`)"
+    # torch.export reports user frames inside its message text.
+    match = re.search(r'File "([^"]+)", line (\d+)', str(exc))
+    if match and not _is_library(match.group(1)):
+        return f" at {match.group(1)}:{match.group(2)}"
+    return ""
+
+
+def _is_library(filename: str) -> bool:
+    parts = Path(filename).parts
+    return "torch" in parts or "alphac" in parts or "frontends" in parts or filename.startswith("<")
+
+
+def _both_failed(model: nn.Module, fx_exc: BaseException, export_exc: BaseException) -> TraceError:
+    where = _user_location(fx_exc) or _user_location(export_exc)
+    value_branch = "control flow" in str(fx_exc) or "data-dependent" in str(export_exc).lower()
+    construct = (
+        "a Python `if`/loop that depends on a tensor's value"
+        if value_branch
+        else "a construct neither torch.fx nor torch.export can capture"
+    )
+    return TraceError(
+        f"cannot capture {type(model).__name__} as a graph: its forward uses {construct}{where}.\n"
+        f"  torch.fx: {_first_line(fx_exc)}\n  torch.export: {_first_line(export_exc)}",
+        hint="replace value-dependent Python control flow with tensor ops (torch.where, masking, "
+        "clamp) or decide it at construction time; branching on shapes is fine",
+    )
