@@ -146,3 +146,26 @@ def flop_counter_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
         except NotImplementedError:
             pass
     return int(counter.get_total_flops())
+
+
+def extract(gm: fx.GraphModule, subgraph: Subgraph) -> fx.GraphModule:
+    """A standalone GraphModule computing ``subgraph``: one placeholder per input (in
+    ``subgraph.inputs`` order), returning its outputs (a tuple when there are several).
+
+    Parameters and submodules it uses are shared with ``gm`` (not copied). Node metadata
+    (``tensor_meta``, ``nn_module_stack``) is carried over.
+    """
+    by_name = node_map(gm)
+    graph = fx.Graph()
+    env: dict[str, fx.Node] = {}
+    for name in subgraph.inputs:
+        src = by_name[name]
+        ph = graph.placeholder(name)
+        ph.meta = dict(src.meta)
+        env[name] = ph
+    for name in subgraph.nodes:
+        src = by_name[name]
+        env[name] = graph.node_copy(src, lambda n: env[n.name])
+    outs = [env[name] for name in subgraph.outputs]
+    graph.output(outs[0] if len(outs) == 1 else tuple(outs))
+    return fx.GraphModule(gm, graph, class_name="Extracted")

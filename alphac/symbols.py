@@ -7,14 +7,14 @@ are different symbols and would silently never compare equal.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy
 
 Expr = sympy.Expr
 
 
-@lru_cache(maxsize=None)
+@cache
 def dim(name: str) -> sympy.Symbol:
     """The dimension symbol called ``name`` (integer, positive); the same object on every call."""
     if not name or not name[0].isalpha():
