@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from alphac.cli import app
+
+runner = CliRunner()
+ALPHAC = [sys.executable, "-m", "alphac"]
+
+
+def run_json(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("inspect", "zoo"):
+        assert command in result.output
+
+
+def test_inspect_resnet34_cifar_json():
+    info = run_json("inspect", "zoo:resnet34", "--target", "cifar10")
+    assert {"frontend", "nodes", "params", "flops", "input_shape", "output_shape", "blocks"} <= set(
+        info
+    )
+    assert info["frontend"] == "fx"
+    assert abs(info["params"] - 21.28e6) / 21.28e6 < 0.005
+    assert info["input_shape"] == [2, 3, 32, 32] and info["output_shape"] == [2, 10]
+    assert len(info["blocks"]) == 16
+    assert set(info["blocks"][0]) >= {"path", "type", "nodes"}
+    # ResNet-34 on 32x32: about 1.16 GMAC per image = 2.32 GFLOPs, batch 2
+    assert 4.4e9 < info["flops"] < 4.8e9
+
+
+def test_inspect_fashion_mnist_input_and_override(model_file):
+    info = run_json("inspect", "zoo:small_cnn", "--target", "fashion-mnist")
+    assert info["input_shape"] == [2, 1, 28, 28]
+    info = run_json("inspect", model_file("residual_net"), "--input-shape", "4x3x16x16")
+    assert info["input_shape"] == [4, 3, 16, 16] and info["output_shape"] == [4, 10]
+
+
+def test_inspect_table_output(model_file):
+    result = runner.invoke(app, ["inspect", model_file("residual_net")])
+    assert result.exit_code == 0
+    assert "body.2" in result.output and "frontend" in result.output
+
+
+def test_shape_branch_reports_export_frontend(model_file):
+    assert run_json("inspect", model_file("shape_branch"))["frontend"] == "export"
+
+
+def test_value_branch_error_as_subprocess(model_file):
+    proc = subprocess.run(
+        [*ALPHAC, "inspect", model_file("value_branch")], capture_output=True, text=True
+    )
+    assert proc.returncode == 4
+    assert "value_branch.py:14" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+
+
+def test_user_errors_exit_nonzero_without_traceback(model_file, tmp_path):
+    cases = [
+        (["inspect", str(tmp_path / "missing.py")], 3, "no model file"),
+        (["inspect", "zoo:resnet34", "--target", "mars"], 2, "unknown target"),
+        (["inspect", "zoo:nope"], 3, "resnet18"),
+        (["inspect", model_file("residual_net"), "--input-shape", "abc"], 2, "input shape"),
+        (["inspect", model_file("ambiguous")], 3, "build_model"),
+    ]
+    for args, code, fragment in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, (args, result.output)
+        assert fragment in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_json_subprocess_is_pure_json():
+    proc = subprocess.run(
+        [*ALPHAC, "inspect", "zoo:small_cnn", "--target", "fashion-mnist", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(proc.stdout)
+    assert info["output_shape"] == [2, 10]
+
+
+def test_zoo_lists_models():
+    info = run_json("zoo")
+    names = {m["name"] for m in info["models"]}
+    assert {"zoo:resnet34", "zoo:vit_s16", "zoo:small_cnn"} <= names
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).parent / "alphac"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "inspect" in proc.stdout

@@ -1,0 +1,2 @@
+import torch
+import not_a_real_package_xyz
