@@ -38,11 +38,15 @@ demo: install data
 lint: install
 	$(BIN)/ruff check alphac passes frontends runtime tests bench
 
+# Baselines live in bench/baselines (committed): `make bench` records a new run there,
+# `make bench-compare` fails when a benchmark got more than 25% slower than the latest one.
+BENCH := $(BIN)/python -m pytest bench -q --benchmark-only --benchmark-storage=bench/baselines
+
 bench: install data
-	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-autosave
+	$(BENCH) --benchmark-autosave
 
 bench-compare: install data
-	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-compare --benchmark-compare-fail=mean:25%
+	$(BENCH) --benchmark-compare --benchmark-compare-fail=mean:25%
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
