@@ -17,12 +17,21 @@ from alphac.cli.common import (
     load_traced,
     print_json,
 )
-from alphac.ir import compute_nodes, count_params, flop_counter_flops
+from alphac.ir import Subgraph, compute_nodes, count_params
 
 
 def summarize(traced) -> dict[str, Any]:
-    """The facts `inspect` reports, as a JSON-ready dict."""
-    flops = flop_counter_flops(traced.gm, traced.example_inputs)
+    """The facts `inspect` reports, as a JSON-ready dict.
+
+    FLOPs come from the symbolic cost analysis evaluated at the example input (matrix work, the
+    same count as ``torch.utils.flop_counter``); ``flops_expr`` is that cost in the input's
+    symbols (B, C, H, W).
+    """
+    from alphac.analysis import AnalysisManager
+    from alphac.passes.analysis import CostAnalysis
+
+    cost = AnalysisManager().get(CostAnalysis(), traced.gm, Subgraph.whole(traced.gm))
+    flops = cost.concrete().flops
     batch = traced.input_shape[0]
     return {
         "model": traced.source,
@@ -31,6 +40,7 @@ def summarize(traced) -> dict[str, Any]:
         "params": count_params(traced.gm),
         "flops": flops,
         "flops_per_sample": flops // batch,
+        "flops_expr": str(cost.flops),
         "input_shape": list(traced.input_shape),
         "output_shape": list(traced.output_shape),
         "blocks": [
@@ -58,6 +68,7 @@ def inspect(
     overview.add_row(
         "FLOPs", f"{human(info['flops'])} at this input, {human(info['flops_per_sample'])}/sample"
     )
+    overview.add_row("FLOPs (symbolic)", info["flops_expr"])
     overview.add_row("input", "x".join(map(str, info["input_shape"])))
     overview.add_row("output", "x".join(map(str, info["output_shape"])))
     console.print(overview)

@@ -1,1 +1,59 @@
+"""Analysis passes: pure, cached facts about subgraphs (ALGORITHM.md section 2).
 
+``ShapeAnalysis`` (symbolic shapes and layouts), ``DepthAnalysis`` (nonlinear depth),
+``MixingAnalysis`` (which input dims reach which output dims), ``CostAnalysis`` (params and FLOPs
+in the shape symbols) and ``FingerprintAnalysis`` (structural hash); each property also comes as a
+``Property`` (infer, distance, mutate) over its lattice.
+"""
+
+from __future__ import annotations
+
+from alphac.passes.analysis.cost import OTHER_COST, Cost, CostAnalysis, CostFact
+from alphac.passes.analysis.depth import DepthAnalysis, DepthFact, DepthLattice, DepthProperty
+from alphac.passes.analysis.fingerprint import FingerprintAnalysis
+from alphac.passes.analysis.mixing import (
+    Mix,
+    MixingAnalysis,
+    MixingFact,
+    MixingLattice,
+    MixingProperty,
+    tensor_inputs,
+    tensor_outputs,
+)
+from alphac.passes.analysis.ops import OpSpec, graph_modules, op_spec
+from alphac.passes.analysis.shape import (
+    ShapeAnalysis,
+    ShapeFact,
+    ShapeLattice,
+    ShapeProperty,
+    TensorShape,
+    evaluate_dim,
+)
+
+__all__ = [
+    "OTHER_COST",
+    "Cost",
+    "CostAnalysis",
+    "CostFact",
+    "DepthAnalysis",
+    "DepthFact",
+    "DepthLattice",
+    "DepthProperty",
+    "FingerprintAnalysis",
+    "Mix",
+    "MixingAnalysis",
+    "MixingFact",
+    "MixingLattice",
+    "MixingProperty",
+    "OpSpec",
+    "ShapeAnalysis",
+    "ShapeFact",
+    "ShapeLattice",
+    "ShapeProperty",
+    "TensorShape",
+    "evaluate_dim",
+    "graph_modules",
+    "op_spec",
+    "tensor_inputs",
+    "tensor_outputs",
+]

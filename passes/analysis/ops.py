@@ -29,6 +29,7 @@ LINEAR = frozenset({
     "max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "reduce",
     "add", "sub", "mul", "div", "neg", "cat", "stack", "flatten", "reshape", "permute",
     "transpose", "unsqueeze", "squeeze", "expand", "dropout", "getitem", "chunk", "split",
+    "pad",
 })
 TRANSPARENT = frozenset({"identity", "size"})
 
@@ -234,6 +235,22 @@ _SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "slice": ("getitem", ("dim", "start", "end", "step"), {}),
     "size": ("size", ("dim",), {"dim": None}), "dim": ("size", (), {}),
     "sym_size": ("size", ("dim",), {}), "getattr": ("size", ("attr",), {}),
+    # Shape-only second operand: the result does not depend on ``other``'s values.
+    "expand_as": ("expand", ("other",), {}), "view_as": ("reshape", ("other",), {}),
+    "reshape_as": ("reshape", ("other",), {}),
+    "conv_transpose1d": ("conv", ("weight", "bias", "stride", "padding", "output_padding",
+                                  "groups", "dilation"),
+                         {"stride": 1, "padding": 0, "groups": 1, "dilation": 1}),
+    "conv_transpose2d": ("conv", ("weight", "bias", "stride", "padding", "output_padding",
+                                  "groups", "dilation"),
+                         {"stride": 1, "padding": 0, "groups": 1, "dilation": 1}),
+    "pad": ("pad", ("pad", "mode", "value"), {"mode": "constant"}),
+    "constant_pad_nd": ("pad", ("pad", "value"), {"mode": "constant"}),
+    "reflection_pad1d": ("pad", ("pad",), {"mode": "reflect"}),
+    "reflection_pad2d": ("pad", ("pad",), {"mode": "reflect"}),
+    "replication_pad1d": ("pad", ("pad",), {"mode": "replicate"}),
+    "replication_pad2d": ("pad", ("pad",), {"mode": "replicate"}),
+    "_pad_circular": ("pad", ("pad",), {"mode": "circular"}),
 }
 # Ops whose extra positional arguments are one varargs list (x.view(2, 3) == x.view((2, 3))).
 _VARARGS = {"view": "reshape", "reshape": "reshape", "_unsafe_view": "reshape",
@@ -283,6 +300,7 @@ def op_spec(node: fx.Node, modules: dict[str, nn.Module] | None = None) -> OpSpe
         bound = {"index": ("slice_dim", bound.get("dim"), bound.get("start"), bound.get("end"),
                            bound.get("step", 1))}
     if kind == "conv":
+        bound["transposed"] = bound.get("transposed", name.startswith("conv_transpose"))
         return _conv_spec(node, name, bound)
     if kind in ("max_pool", "avg_pool"):
         n = 1 if name.endswith("1d") else 2

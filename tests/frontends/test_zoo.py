@@ -6,15 +6,15 @@ import functools
 
 import pytest
 import torch
+from torch import fx, nn
+
+from alphac.errors import InvalidInputShapeError, UnknownModelError
 from alphac.frontends import zoo
 from alphac.frontends.zoo.efficientnet import MBConv, SqueezeExcitation
 from alphac.frontends.zoo.mobilenet import InvertedResidual
 from alphac.frontends.zoo.resnet import BasicBlock, Bottleneck
 from alphac.frontends.zoo.small_cnn import ConvBlock
 from alphac.frontends.zoo.vit import Attention, Block, Mlp
-from torch import fx, nn
-
-from alphac.errors import InvalidInputShapeError, UnknownModelError
 
 ALL_NAMES = {
     "resnet18",

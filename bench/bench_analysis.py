@@ -1,0 +1,104 @@
+"""Analysis benchmarks: whole-model property inference, and abstract mixing against the Jacobian.
+
+``pytest bench/bench_analysis.py --benchmark-only -s`` prints the numbers. Goals (never asserted):
+ResNet-50 at 2x3x224x224, shape + depth + mixing + cost over all blocks with a fresh
+AnalysisManager, under 0.5 s on a 2-core CPU; abstract mixing at least 50x faster than the
+Jacobian ground truth per block. ``cold`` timings clear alphac's memo tables and use a freshly
+traced graph; the benchmark rounds after it show the warm (memoized) cost a search pays.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from alphac.analysis import AnalysisManager
+from alphac.frontends import load
+from alphac.ir import extract
+from alphac.passes.analysis import (
+    CostAnalysis,
+    DepthAnalysis,
+    MixingAnalysis,
+    ShapeAnalysis,
+)
+from alphac.passes.analysis.ground_truth import mixing_ground_truth, subgraph_inputs
+from alphac.passes.analysis.shape import clear_caches
+
+ANALYSES = (ShapeAnalysis(), DepthAnalysis(), MixingAnalysis(), CostAnalysis())
+MODELS = {"resnet50": (2, 3, 224, 224), "vit_s16": (2, 3, 224, 224)}
+GOAL_S = {"resnet50": 0.5}
+RATIO_GOAL = 50
+
+
+def infer_all(model) -> int:
+    """Every property of every block with a fresh AnalysisManager; returns the fact count."""
+    am = AnalysisManager()
+    subgraphs = [b.subgraph(model.gm) for b in model.blocks]
+    for sub in subgraphs:
+        for analysis in ANALYSES:
+            am.get(analysis, model.gm, sub)
+    return len(subgraphs) * len(ANALYSES)
+
+
+def cold_seconds(name: str) -> float:
+    """One run on a freshly traced graph with alphac's memo tables emptied.
+
+    A small model is analyzed first so that sympy's lazy imports (a one-off per process, about
+    0.2 s) are not counted.
+    """
+    infer_all(load("zoo:small_cnn", (2, 1, 28, 28)))
+    model = load(f"zoo:{name}", MODELS[name])
+    clear_caches()
+    start = time.perf_counter()
+    infer_all(model)
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_whole_model_properties(benchmark, name):
+    cold = cold_seconds(name)
+    model = load(f"zoo:{name}", MODELS[name])
+    facts = benchmark.pedantic(infer_all, args=(model,), rounds=5, iterations=1)
+    warm = benchmark.stats.stats.mean
+    benchmark.extra_info.update(blocks=len(model.blocks), facts=facts, cold_s=round(cold, 4),
+                                warm_mean_s=round(warm, 4), goal_s=GOAL_S.get(name))
+    print(f"\n{name}: {len(model.blocks)} blocks, shape+depth+mixing+cost: cold {cold:.3f} s, "
+          f"warm {warm:.3f} s (goal {GOAL_S.get(name, '-')} s)")
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def test_abstract_vs_jacobian(benchmark):
+    model = load("zoo:resnet18", (2, 3, 32, 32))  # a fresh graph: no rule cached for it yet
+    rows = []
+    for block in model.blocks:
+        sub = block.subgraph(model.gm)
+
+        def abstract(sub=sub) -> None:
+            MixingAnalysis().compute(model.gm, sub, AnalysisManager())
+
+        cold = _seconds(abstract)
+        warm = min(_seconds(abstract) for _ in range(3))
+        module, inputs = extract(model.gm, sub), subgraph_inputs(model.gm, sub)
+        jacobian = _seconds(lambda m=module, i=inputs: mixing_ground_truth(m, i))
+        rows.append((block.path, cold, warm, jacobian))
+    cold_total, warm_total, jac_total = (sum(r[k] for r in rows) for k in (1, 2, 3))
+    benchmark.pedantic(lambda: [MixingAnalysis().compute(model.gm, b.subgraph(model.gm),
+                                                         AnalysisManager())
+                                for b in model.blocks], rounds=3, iterations=1)
+    benchmark.extra_info.update(
+        ratio_cold=round(jac_total / cold_total, 1), ratio_warm=round(jac_total / warm_total, 1),
+        goal_ratio=RATIO_GOAL,
+        per_block={p: {"abstract_cold_s": round(c, 5), "abstract_warm_s": round(w, 5),
+                       "jacobian_s": round(j, 4)} for p, c, w, j in rows})
+    print(f"\nresnet18 2x3x32x32, {len(rows)} blocks: abstract mixing cold {cold_total:.4f} s, "
+          f"warm {warm_total:.4f} s; Jacobian {jac_total:.2f} s; ratio {jac_total / cold_total:.0f}x "
+          f"cold, {jac_total / warm_total:.0f}x warm (goal {RATIO_GOAL}x)")
+    for path, c, w, j in rows:
+        print(f"  {path:10s} abstract {c * 1e3:6.2f} ms cold {w * 1e3:6.2f} ms warm  "
+              f"Jacobian {j * 1e3:7.1f} ms  x{j / c:.0f} cold")

@@ -1,0 +1,351 @@
+"""Mixing: which input dims reach which output dims, and how (ALGORITHM.md section 2.3).
+
+For every (tensor input i, tensor output o) pair of a subgraph the value is a matrix
+``M[a][k]`` (input dim a, output dim k) over the chain NONE < ONE_TO_ONE < MANY_TO_ONE <
+ALL_TO_ONE. Its meaning is the Jacobian's (see :mod:`alphac.passes.analysis.ground_truth`): take
+the 1-D slice of output o through its centre (index ``size // 2`` in every dim) along k; a is
+*paired* with k when every position along a has a nonzero derivative into some element of the
+slice; the kind is read from the centre element alone: it depends on every position along a ->
+ALL_TO_ONE, on more than one -> MANY_TO_ONE, else ONE_TO_ONE. A size-1 input dim is degenerate:
+paired gives ONE_TO_ONE, unpaired NONE (:func:`mix_label`, shared with the ground truth).
+
+Inference is exact at the concrete shapes of ``node.meta['tensor_meta']``: starting from the
+slice (and centre) boxes of each output it pulls index boxes back through the per-op rules of
+:mod:`~alphac.passes.analysis.mixing_rules` (a backward dependency analysis over unions of boxes,
+joined with set union where paths meet), then reduces the sets reaching each input to labels.
+
+Numbering: tensor input i is the i-th name of ``subgraph.inputs`` whose value is a floating-point
+tensor (:func:`tensor_inputs`); likewise outputs (:func:`tensor_outputs`). Ints from size queries,
+tuples and integer tensors get no index. A pair with no dependency at all is absent (bottom).
+"""
+
+from __future__ import annotations
+
+import random
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar
+
+from torch import fx
+
+from alphac.analysis import AnalysisManager
+from alphac.ir import COMPUTE_OPS, Subgraph, node_map
+from alphac.lattice import Lattice
+from alphac.passes.analysis.mixing_boxes import Box, float_shape, full, simplify
+from alphac.passes.analysis.mixing_rules import Rule, build_rule
+from alphac.passes.analysis.ops import op_spec
+from alphac.properties import Property
+from alphac.rewriter import graph_version
+
+
+class Mix(IntEnum):
+    """How an input dim reaches an output dim; the order is the lattice order."""
+
+    NONE = 0
+    ONE_TO_ONE = 1
+    MANY_TO_ONE = 2
+    ALL_TO_ONE = 3
+
+    @property
+    def label(self) -> str:
+        return ("none", "one", "many", "all")[self.value]
+
+
+Matrix = tuple[tuple[Mix, ...], ...]
+
+
+def mix_label(size: int, covered: bool, centre_count: int) -> Mix:
+    """The label of an input dim of ``size`` positions: ``covered`` by the output slice, and
+    ``centre_count`` positions feeding the centre output element. ``mix_label(4, True, 3)`` is
+    MANY_TO_ONE; ``mix_label(1, True, 1)`` is ONE_TO_ONE (a size-1 dim is only paired or not)."""
+    if not covered:
+        return Mix.NONE
+    if size > 1 and centre_count == size:
+        return Mix.ALL_TO_ONE
+    return Mix.MANY_TO_ONE if centre_count > 1 else Mix.ONE_TO_ONE
+
+
+def _matrix(rows: Any) -> Matrix:
+    return tuple(tuple(Mix(v) for v in row) for row in rows)
+
+
+@dataclass(frozen=True)
+class MixingFact:
+    """Mixing matrices per (tensor input, tensor output) pair, plus the ranks of those tensors.
+
+    ``pairs`` is kept canonical: sorted, all-NONE matrices dropped (an absent pair is bottom).
+    Example: a 1x1 stride-2 conv on (2, 8, 4, 4) gives ``matrix(0, 0)`` rows B: (one, none,
+    none, none), C: (all, all, all, all), H: (none, none, none, none), W: (none, none, none, none).
+    """
+
+    pairs: tuple[tuple[tuple[int, int], Matrix], ...] = ()
+    in_ranks: tuple[int, ...] = ()
+    out_ranks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        clean = sorted(((tuple(k), _matrix(m)) for k, m in self.pairs), key=lambda p: p[0])
+        clean = [(k, m) for k, m in clean if any(any(row) for row in m)]
+        object.__setattr__(self, "pairs", tuple(clean))
+        object.__setattr__(self, "in_ranks", tuple(self.in_ranks))
+        object.__setattr__(self, "out_ranks", tuple(self.out_ranks))
+
+    def matrices(self) -> dict[tuple[int, int], Matrix]:
+        """The present (non-bottom) pairs."""
+        return dict(self.pairs)
+
+    def matrix(self, i: int, o: int) -> Matrix | None:
+        """``M[input dim][output dim]`` of pair (i, o); all-NONE if absent, None if no such pair."""
+        found = self.matrices().get((i, o))
+        if found is not None:
+            return found
+        if 0 <= i < len(self.in_ranks) and 0 <= o < len(self.out_ranks):
+            return ((Mix.NONE,) * self.out_ranks[o],) * self.in_ranks[i]
+        return None
+
+    def as_dict(self) -> dict[str, list[list[str]]]:
+        """``{"i->o": [["none"|"one"|"many"|"all", ...], ...]}`` for every pair."""
+        keys = {(i, o) for i in range(len(self.in_ranks)) for o in range(len(self.out_ranks))}
+        keys |= set(self.matrices())
+        return {f"{i}->{o}": [[v.label for v in row] for row in self.matrix(i, o) or ()]
+                for i, o in sorted(keys)}
+
+
+def _combine(a: MixingFact, b: MixingFact, keep_all: bool, pick: Any) -> MixingFact:
+    if a.in_ranks and b.in_ranks and (a.in_ranks, a.out_ranks) != (b.in_ranks, b.out_ranks):
+        raise ValueError("cannot combine mixing facts of tensors with different ranks")
+    ma, mb = a.matrices(), b.matrices()
+    keys = ma.keys() | mb.keys() if keep_all else ma.keys() & mb.keys()
+    pairs = []
+    for key in keys:
+        x, y = ma.get(key), mb.get(key)
+        if x is None or y is None:
+            pairs.append((key, x or y))
+            continue
+        if len(x) != len(y) or any(len(r) != len(s) for r, s in zip(x, y, strict=True)):
+            raise ValueError(f"mixing matrices of pair {key} have different shapes")
+        pairs.append((key, tuple(tuple(map(pick, r, s)) for r, s in zip(x, y, strict=True))))
+    return MixingFact(tuple(pairs), a.in_ranks or b.in_ranks, a.out_ranks or b.out_ranks)
+
+
+class MixingLattice(Lattice[MixingFact]):
+    """Mixing facts of fixed tensor ranks, ordered entry-wise (an absent pair is all NONE).
+
+    ``a <= b``: b demands at least as much mixing everywhere. Examples: {0->0: [[one]]} <=
+    {0->0: [[all]]}, join = {0->0: [[all]]}; {0->0: [[one, none]]} and {0->0: [[none, many]]}
+    are incomparable: join [[one, many]], meet = the empty fact (bottom).
+    """
+
+    def __init__(self, in_ranks: tuple[int, ...] = (), out_ranks: tuple[int, ...] = ()) -> None:
+        self.in_ranks, self.out_ranks = tuple(in_ranks), tuple(out_ranks)
+
+    @classmethod
+    def of(cls, fact: MixingFact) -> MixingLattice:
+        """The lattice ``fact`` lives in (same ranks)."""
+        return cls(fact.in_ranks, fact.out_ranks)
+
+    def bottom(self) -> MixingFact:
+        return MixingFact((), self.in_ranks, self.out_ranks)
+
+    def top(self) -> MixingFact:
+        pairs = [((i, o), ((Mix.ALL_TO_ONE,) * ro,) * ri)
+                 for i, ri in enumerate(self.in_ranks) for o, ro in enumerate(self.out_ranks)]
+        return MixingFact(tuple(pairs), self.in_ranks, self.out_ranks)
+
+    def join(self, a: MixingFact, b: MixingFact) -> MixingFact:
+        return _combine(a, b, True, max)
+
+    def meet(self, a: MixingFact, b: MixingFact) -> MixingFact:
+        return _combine(a, b, False, min)
+
+
+class MixingProperty(Property[MixingFact]):
+    """Mixing as a search property: the target is an entry-wise lower bound.
+
+    ``distance``: for each target pair the fraction of its entries with T > C (an absent
+    candidate pair is all NONE), averaged over target pairs; 0 iff satisfied. ``mutate`` drops
+    each pair with probability ``params['p']`` (default 0.5), so it only relaxes. Example:
+    target {0->0: [[all, one]]}, candidate {0->0: [[many, one]]} -> distance 0.5.
+    """
+
+    name = "mixing"
+    lattice = MixingLattice()
+
+    def infer(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> MixingFact:
+        return am.get(MixingAnalysis(), gm, subgraph)
+
+    def distance(self, target: MixingFact, candidate: MixingFact) -> float:
+        have = candidate.matrices()
+        scores = []
+        for key, t in target.pairs:
+            c = have.get(key, ())
+            entries = [(v, c[a][k] if a < len(c) and k < len(c[a]) else Mix.NONE)
+                       for a, row in enumerate(t) for k, v in enumerate(row)]
+            scores.append(sum(tv > cv for tv, cv in entries) / len(entries))
+        return sum(scores) / len(scores) if scores else 0.0
+
+    def mutate(self, value: MixingFact, rng: random.Random, params: Mapping[str, Any]) -> MixingFact:
+        p = float(params.get("p", 0.5))
+        kept = tuple(pair for pair in value.pairs if rng.random() >= p)
+        return MixingFact(kept, value.in_ranks, value.out_ranks)
+
+
+class _Submodules(dict):
+    """``target -> submodule`` looked up on demand (listing every module of a big model costs
+    more than analysing a block); holds the graph module weakly, so caches keyed on it die."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__()
+        self._gm = weakref.ref(gm)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            gm = self._gm()
+            try:
+                self[key] = gm.get_submodule(key) if gm is not None and key else default
+            except AttributeError:
+                self[key] = default
+        return super().get(key, default)
+
+
+class _GraphCache:
+    """Per graph version: name -> node, the submodules and the rules built so far. Nodes and
+    modules are held weakly: a node references its graph module, the cache's key."""
+
+    __slots__ = ("stamp", "by_name", "modules", "rules")
+
+    def __init__(self, gm: fx.GraphModule, stamp: tuple[int, int]) -> None:
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        if placeholders and not any("tensor_meta" in n.meta for n in placeholders):
+            raise ValueError("mixing and depth need concrete shapes in node.meta['tensor_meta']; "
+                             "annotate the graph first (alphac.frontends.trace.annotate_shapes)")
+        self.stamp = stamp
+        self.by_name: Mapping[str, fx.Node] = weakref.WeakValueDictionary(node_map(gm))
+        self.modules = _Submodules(gm)
+        self.rules: dict[str, tuple[int, Rule]] = {}
+
+
+_CACHE: weakref.WeakKeyDictionary[fx.GraphModule, _GraphCache] = weakref.WeakKeyDictionary()
+
+
+def _cache(gm: fx.GraphModule) -> _GraphCache:
+    stamp = (graph_version(gm), len(gm.graph.nodes))  # the length catches unversioned edits
+    entry = _CACHE.get(gm)
+    if entry is None or entry.stamp != stamp:
+        entry = _CACHE[gm] = _GraphCache(gm, stamp)
+    return entry
+
+
+def graph_nodes(gm: fx.GraphModule) -> Mapping[str, fx.Node]:
+    """``alphac.ir.node_map(gm)``, cached per graph version."""
+    return _cache(gm).by_name
+
+
+def _value_names(gm: fx.GraphModule, names: tuple[str, ...]) -> tuple[str, ...]:
+    by_name = graph_nodes(gm)
+    return tuple(n for n in names if float_shape(by_name[n]) is not None)
+
+
+def tensor_inputs(gm: fx.GraphModule, subgraph: Subgraph) -> tuple[str, ...]:
+    """The inputs that get an index (float tensors), in ``subgraph.inputs`` order."""
+    return _value_names(gm, subgraph.inputs)
+
+
+def tensor_outputs(gm: fx.GraphModule, subgraph: Subgraph) -> tuple[str, ...]:
+    """The outputs that get an index (float tensors), in ``subgraph.outputs`` order."""
+    return _value_names(gm, subgraph.outputs)
+
+
+def _rule(gm: fx.GraphModule, node: fx.Node) -> Rule:
+    """The node's rule, built once per graph version (rules only read the node and its shapes)."""
+    entry = _cache(gm)
+    cached = entry.rules.get(node.name)
+    if cached is None or cached[0] != id(node):
+        cached = (id(node), build_rule(node, op_spec(node, entry.modules), entry.modules))
+        entry.rules[node.name] = cached
+    return cached[1]
+
+
+def _queries(shape: tuple[int, ...]) -> list[Box]:
+    """The slice through the centre along each dim, then the centre element itself."""
+    centre = tuple(1 << (m // 2) for m in shape)
+    return [centre[:k] + (full(m),) + centre[k + 1:] for k, m in enumerate(shape)] + [centre]
+
+
+def _pull_back(gm: fx.GraphModule, subgraph: Subgraph, outs: tuple[str, ...]) -> dict:
+    """Per value name: elem -> query index -> boxes reaching the queries (backwards, exact)."""
+    by_name = graph_nodes(gm)
+    state: dict[str, dict[int | None, dict[int, list[Box]]]] = {}
+    qi = 0
+    for name in outs:
+        for box in _queries(float_shape(by_name[name])):
+            state.setdefault(name, {}).setdefault(None, {})[qi] = [box]
+            qi += 1
+    for name in reversed(subgraph.nodes):
+        node = by_name[name]
+        pending = state.pop(name, None) if node.op in COMPUTE_OPS else None
+        if not pending:
+            continue
+        rule = _rule(gm, node)
+        for elem, per_query in pending.items():
+            pulls = rule.pulls(elem)
+            for q, boxes in per_query.items():
+                boxes = simplify(boxes)
+                for pull in pulls:
+                    dest = state.setdefault(pull.src, {}).setdefault(pull.elem, {})
+                    acc = dest.setdefault(q, [])
+                    for box in boxes:
+                        acc.extend(pull.apply(box))
+    return state
+
+
+def infer_mixing(gm: fx.GraphModule, subgraph: Subgraph) -> MixingFact:
+    """The exact :class:`MixingFact` of ``subgraph`` at the shapes in ``tensor_meta``."""
+    by_name = graph_nodes(gm)
+    ins, outs = tensor_inputs(gm, subgraph), tensor_outputs(gm, subgraph)
+    in_shapes = [float_shape(by_name[n]) for n in ins]
+    out_shapes = [float_shape(by_name[n]) for n in outs]
+    state = _pull_back(gm, subgraph, outs)
+    pairs = []
+    for i, (name, shape) in enumerate(zip(ins, in_shapes, strict=True)):
+        reached = state.get(name, {}).get(None, {})
+        first = 0
+        for o, out_shape in enumerate(out_shapes):
+            queries = [reached.get(first + k, ()) for k in range(len(out_shape) + 1)]
+            first += len(out_shape) + 1
+            centre = queries[-1]
+            rows = []
+            for a, n in enumerate(shape):
+                count = _project(centre, a).bit_count()
+                rows.append(tuple(mix_label(n, _project(qs, a) == full(n), count)
+                                  for qs in queries[:-1]))
+            pairs.append(((i, o), tuple(rows)))
+    return MixingFact(tuple(pairs), tuple(map(len, in_shapes)), tuple(map(len, out_shapes)))
+
+
+def _project(boxes: Any, dim: int) -> int:
+    acc = 0
+    for box in boxes:
+        acc |= box[dim]
+    return acc
+
+
+@dataclass(frozen=True)
+class MixingAnalysis:
+    """Infer a subgraph's :class:`MixingFact` (pure; cached by the AnalysisManager).
+
+    Pre: every node carries ``meta['tensor_meta']`` (``alphac.frontends.load`` does this).
+    Post: the fact equals the Jacobian ground truth (:func:`ground_truth.check_mixing`) for the
+    modelled ops; an unknown op contributes top with one warning. Example: for block
+    ``layer1.0`` of ``load("zoo:resnet18", (2, 3, 4, 4))`` (two 3x3 convs on a 4x4 map),
+    ``fact.matrix(0, 0)[2][2]`` (H -> H) is ``Mix.ALL_TO_ONE``; at 32x32 it is MANY_TO_ONE.
+    """
+
+    name: ClassVar[str] = "mixing"
+
+    def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> MixingFact:
+        return infer_mixing(gm, subgraph)
