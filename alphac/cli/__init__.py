@@ -5,7 +5,11 @@ from __future__ import annotations
 import typer
 
 from alphac import __version__
+from alphac.cli.data_cmd import data_app
 from alphac.cli.inspect_cmd import inspect
+from alphac.cli.measure_cmd import measure
+from alphac.cli.properties_cmd import properties
+from alphac.cli.train_cmd import train
 from alphac.cli.zoo_cmd import zoo
 
 app = typer.Typer(
@@ -35,6 +39,10 @@ def _root(
 
 app.command()(inspect)
 app.command()(zoo)
+app.command()(train)
+app.command()(measure)
+app.command(name="properties")(properties)
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:
