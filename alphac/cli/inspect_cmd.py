@@ -15,9 +15,10 @@ from alphac.cli.common import (
     handles_user_errors,
     human,
     load_traced,
+    model_cost,
     print_json,
 )
-from alphac.ir import Subgraph, compute_nodes, count_params
+from alphac.ir import compute_nodes
 
 
 def summarize(traced) -> dict[str, Any]:
@@ -27,20 +28,15 @@ def summarize(traced) -> dict[str, Any]:
     same count as ``torch.utils.flop_counter``); ``flops_expr`` is that cost in the input's
     symbols (B, C, H, W).
     """
-    from alphac.analysis import AnalysisManager
-    from alphac.passes.analysis import CostAnalysis
-
-    cost = AnalysisManager().get(CostAnalysis(), traced.gm, Subgraph.whole(traced.gm))
-    flops = cost.concrete().flops
-    batch = traced.input_shape[0]
+    cost = model_cost(traced)
     return {
         "model": traced.source,
         "frontend": traced.frontend,
         "nodes": len(compute_nodes(traced.gm)),
-        "params": count_params(traced.gm),
-        "flops": flops,
-        "flops_per_sample": flops // batch,
-        "flops_expr": str(cost.flops),
+        "params": cost["params"],
+        "flops": cost["flops_batch"],
+        "flops_per_sample": cost["flops"],
+        "flops_expr": cost["flops_expr"],
         "input_shape": list(traced.input_shape),
         "output_shape": list(traced.output_shape),
         "blocks": [

@@ -17,6 +17,7 @@ from alphac.cli.common import (
     handles_user_errors,
     human,
     load_traced,
+    model_cost,
     print_json,
 )
 
@@ -35,7 +36,6 @@ def run_training(
 ) -> dict[str, Any]:
     """Load, trace, train and evaluate MODEL; the JSON-ready result of `alphac train`."""
     from alphac.runtime.device import resolve_device
-    from alphac.runtime.measure import model_cost
     from alphac.runtime.recipe import parse_duration
     from alphac.runtime.targets import get_target
     from alphac.runtime.train import TrainingDiverged, train_and_evaluate
@@ -47,8 +47,8 @@ def run_training(
     )
     dev = resolve_device(device)
     traced = load_traced(model, spec.name, None)
-    cost = model_cost(traced.gm, spec.input_shape)
-    extra = {"params": cost.params, "flops": cost.flops, "recipe": recipe.to_dict()}
+    cost = model_cost(traced)
+    extra = {"params": cost["params"], "flops": cost["flops"], "recipe": recipe.to_dict()}
     try:
         with _progress_bar(show_progress) as on_progress:
             metrics = train_and_evaluate(traced.gm, spec, recipe, seed=seed, data_dir=data_dir,

@@ -102,3 +102,18 @@ def test_console_script_installed():
     script = Path(sys.executable).parent / "alphac"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "inspect" in proc.stdout
+
+
+def test_inspect_and_measure_report_the_same_cost_as_the_flop_counter():
+    import torch
+
+    from alphac.frontends import load
+    from alphac.ir import count_params, flop_counter_flops
+
+    info = run_json("inspect", "zoo:small_cnn", "--target", "fashion-mnist")
+    measured = run_json("measure", "zoo:small_cnn", "--target", "fashion-mnist", "--repeats", "1")
+    traced = load("zoo:small_cnn", (1, 1, 28, 28), num_classes=10)
+    counted = flop_counter_flops(traced.gm, (torch.randn(1, 1, 28, 28),))
+    assert info["flops_per_sample"] == measured["flops"] == counted
+    assert info["params"] == measured["params"] == count_params(traced.module)
+    assert "H" in info["flops_expr"] and "B" in info["flops_expr"]
