@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from alphac.modes import training_mode
+
 #: Node ops that compute something (placeholders, get_attr and output only move values around).
 COMPUTE_OPS = frozenset({"call_module", "call_function", "call_method"})
 
@@ -132,19 +134,8 @@ def flop_counter_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    was_training = module.training
-    try:
-        module.eval()
-    except NotImplementedError:  # torch.export modules refuse eval()
-        pass
-    try:
-        with torch.no_grad(), counter:
-            module(*inputs)
-    finally:
-        try:
-            module.train(was_training)
-        except NotImplementedError:
-            pass
+    with training_mode(module, False), torch.no_grad(), counter:
+        module(*inputs)
     return int(counter.get_total_flops())
 
 

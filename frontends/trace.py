@@ -2,8 +2,9 @@
 
 ``torch.fx.symbolic_trace`` keeps module calls (``call_module``) and is preferred. Models with
 Python control flow on shapes fail there but trace through ``torch.export`` (shapes are static
-there), which yields aten-level ops. If both fail (typically a Python ``if`` on a tensor *value*),
-the error names the offending line of the user's code and says how to fix it.
+there, except a dynamic batch dimension), which yields aten-level ops in train mode (see
+:mod:`alphac.modes`). If both fail (typically a Python ``if`` on a tensor *value*), the error
+names the offending line of the user's code and says how to fix it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from alphac.errors import InvalidInputShapeError, TraceError
+from alphac.modes import training_mode
 
 FX = "fx"
 EXPORT = "export"
@@ -35,12 +37,27 @@ def trace(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[fx.
     except Exception as fx_exc:  # noqa: BLE001 - any failure falls back to export
         fx_error = fx_exc
     try:
-        with _quiet_torch_logs():
-            gm = torch.export.export(model, tuple(example_inputs)).module()
+        gm = _export(model, tuple(example_inputs))
     except Exception as export_exc:  # noqa: BLE001 - reported with both causes below
         raise _both_failed(model, fx_error, export_exc) from None
     _drop_guard_node(gm)
     return gm, EXPORT
+
+
+def _export(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """``torch.export`` with a dynamic batch dimension, so the module runs at any batch size.
+
+    ``Dim.AUTO`` quietly keeps the example's batch size where the model bakes it in (a reshape to
+    a literal 2); an export that fails only because the batch is symbolic is retried statically,
+    whose error, if it fails too, is the one reported.
+    """
+    batch = tuple({0: torch.export.Dim.AUTO} if t.dim() else None for t in example_inputs)
+    with _quiet_torch_logs():
+        try:
+            program = torch.export.export(model, example_inputs, dynamic_shapes=batch)
+        except Exception:  # noqa: BLE001 - the static export below decides and reports
+            program = torch.export.export(model, example_inputs)
+    return program.module()
 
 
 @contextmanager
@@ -91,19 +108,10 @@ def _drop_guard_node(gm: fx.GraphModule) -> None:
 def annotate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
     """Run ``gm`` once so every node carries ``meta['tensor_meta']``; buffers stay untouched."""
     buffers = {name: b.detach().clone() for name, b in gm.named_buffers()}
-    was_training = gm.training
-    try:
-        gm.eval()
-    except NotImplementedError:  # torch.export modules refuse eval(); buffers are restored below
-        pass
-    try:
-        with torch.no_grad():
+    try:  # an exported graph still counts num_batches_tracked in eval mode: restored below
+        with training_mode(gm, False), torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)
     finally:
-        try:
-            gm.train(was_training)
-        except NotImplementedError:
-            pass
         with torch.no_grad():
             for name, b in gm.named_buffers():
                 b.copy_(buffers[name])

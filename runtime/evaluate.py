@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alphac.runtime.modes import any_batch_size, training_mode
+from alphac.modes import training_mode
 from alphac.runtime.pipeline import Normalizer, Split, eval_batches
 
 
@@ -36,7 +36,7 @@ def evaluate(
     device = split.labels.device
     correct = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    with training_mode(model, False), any_batch_size(model), torch.no_grad(), autocast_for(device):
+    with training_mode(model, False), torch.no_grad(), autocast_for(device):
         for images, labels in eval_batches(split, batch_size=batch_size, normalize=normalize):
             logits = model(images).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")

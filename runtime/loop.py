@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alphac.modes import training_mode
 from alphac.runtime.evaluate import autocast_for
-from alphac.runtime.modes import any_batch_size, training_mode
 from alphac.runtime.pipeline import Normalizer, TaskData, train_batches
 from alphac.runtime.recipe import Recipe, lr_at
 
@@ -121,7 +121,7 @@ def fit(
     check_every = 1 if data.device.type == "cpu" else progress_every
     window = _Window(data.device)
     step, diverged_at = 0, None
-    with training_mode(model, True), any_batch_size(model):
+    with training_mode(model, True):
         for images, labels in _endless_batches(data, recipe, batch_size, seed, normalize):
             fraction = budget.fraction(step)
             if fraction >= 1.0:

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from alphac.ir import count_params, flop_counter_flops
+from alphac.modes import training_mode
 from alphac.runtime.device import resolve_device
 from alphac.runtime.evaluate import autocast_for
-from alphac.runtime.modes import any_batch_size, training_mode
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,7 @@ def measure_speed(
     if len(sample_shape) == 3:
         model.to(memory_format=memory_format)
     results = []
-    with training_mode(model, False), any_batch_size(model), torch.inference_mode(), \
-            autocast_for(dev):
+    with training_mode(model, False), torch.inference_mode(), autocast_for(dev):
         for batch in (1, batch_size):
             x = torch.randn((batch, *sample_shape), device=dev)
             x = x.contiguous(memory_format=memory_format)

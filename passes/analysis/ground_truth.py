@@ -13,8 +13,10 @@ under positive weights also all-positive, which opens every ReLU gate at once. (
 weights only, a negative weight in front of a second ReLU kills its channel for every input of
 the draw; the tests show one draw fooled that way.) Only the needed rows are computed: one vjp
 per query, batched with ``vmap``; a slice query uses one random cotangent over the slice, whose
-vjp is nonzero exactly where some slice element's row is (almost surely). Graphs that update
-buffers in place (torch.export of a train-mode model) fall back to plain autograd.
+vjp is nonzero exactly where some slice element's row is (almost surely). An exported graph,
+traced in train mode, runs with its training flags flipped to eval on the extracted copy
+(:mod:`alphac.modes`); it still counts ``num_batches_tracked`` in place, so it falls back to
+plain autograd, which allows that.
 It runs in float32: the draws keep every value O(1), so a true dependency never rounds to an
 exact zero in practice, and float64 would double the cost of the zoo-wide tests.
 
@@ -36,6 +38,7 @@ from torch import fx, nn
 
 from alphac.analysis import AnalysisManager
 from alphac.ir import Subgraph, extract, node_map
+from alphac.modes import training_mode
 from alphac.passes.analysis.mixing import (
     Matrix,
     Mix,
@@ -56,19 +59,16 @@ def _is_float(value: Any) -> bool:
 
 @contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Every submodule in eval mode (set directly: exported modules refuse ``eval()``), on one
-    thread: these tensors are tiny and OpenMP start-up on busy cores costs 100x the work."""
-    flags = [(m, m.training) for m in module.modules()]
+    """``module`` in eval mode (:func:`alphac.modes.training_mode`: an exported graph's baked
+    ``training`` flags are flipped too, and restored exactly after), on one thread: these tensors
+    are tiny and OpenMP start-up on busy cores costs 100x the work."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        for m, _ in flags:
-            m.training = False
-        yield
+        with training_mode(module, False):
+            yield
     finally:
         torch.set_num_threads(threads)
-        for m, flag in flags:
-            m.training = flag
 
 
 def _redraw(module: nn.Module, gen: torch.Generator, dtype: torch.dtype,
@@ -277,7 +277,7 @@ def _example_values(gm: fx.GraphModule) -> dict[str, Any]:
             return result
 
     buffers = {name: b.detach().clone() for name, b in gm.named_buffers()}
-    try:  # a train-mode export updates running statistics in place: put them back
+    try:  # an exported graph counts num_batches_tracked in place, even in eval mode: put it back
         with _eval_mode(gm), torch.no_grad():
             Recorder(gm).run(*args)
     finally:

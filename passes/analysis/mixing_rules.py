@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from alphac.modes import follows_mode
 from alphac.passes.analysis.mixing_boxes import (
     DimMap,
     Product,
@@ -409,11 +410,12 @@ def _getitem(node: fx.Node, spec: OpSpec, x: Any, xs: Shape | None, out: Shape) 
 
 
 def _batch_norm(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Any) -> Rule | None:
-    """Batch norm modules are analysed in eval mode (a per-channel affine map, as the ground
-    truth runs them); a functional call that hard-codes ``training=True`` (torch.export of a
-    model in train mode) normalizes with batch statistics: every (batch, spatial) position of
-    the channel. aten's tuple form keeps element 0."""
-    training = node.op != "call_module" and node.kwargs.get(
+    """Batch norm in eval mode, the mode the property means: with running statistics a
+    per-channel affine map, whatever flag torch.export baked in (it traces in train mode; see
+    :func:`alphac.modes.follows_mode`). A functional call that hard-codes ``training=True``
+    itself, or has no running statistics, normalizes with batch statistics in eval mode too:
+    every (batch, spatial) position of the channel. aten's tuple form keeps element 0."""
+    training = node.op != "call_module" and not follows_mode(node) and node.kwargs.get(
         "training", node.args[5] if len(node.args) > 5 else False) is True
     if training:
         if prod(xs) // xs[1] <= 1:

@@ -5,6 +5,7 @@ import torch
 
 from alphac.errors import InvalidInputShapeError, ModelLoadError, TraceError, UnknownModelError
 from alphac.frontends import EXPORT, FX, load, load_module, parse_shape
+from alphac.frontends.trace import trace
 
 
 def test_build_model_file(model_file):
@@ -64,6 +65,31 @@ def test_shape_branch_traces_through_export(model_file):
     assert not any(str(n.target).startswith("_guards") for n in traced.gm.graph.nodes)
     # every node carries a concrete shape
     assert all("tensor_meta" in n.meta for n in traced.gm.graph.nodes if n.op == "call_function")
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_export_fallback_has_a_dynamic_batch(model_file, batch):
+    traced = load(model_file("shape_branch"), (2, 3, 32, 32))
+    x = torch.randn(batch, 3, 32, 32)
+    assert traced.gm(x).shape == (batch, 10)
+    assert torch.allclose(traced.gm(x), traced.module(x), atol=1e-5)
+
+
+class _BakedBatch(torch.nn.Module):
+    """Branches on a shape (fx fails) and reshapes to a literal batch of 2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 2:
+            x = x * 2
+        return x.reshape(2, -1)
+
+
+def test_export_keeps_a_batch_size_the_model_bakes_in():
+    gm, frontend = trace(_BakedBatch(), (torch.randn(2, 3, 4, 4),))
+    assert frontend == EXPORT
+    assert gm(torch.ones(2, 3, 4, 4)).shape == (2, 48)
+    with pytest.raises(RuntimeError, match="shape"):
+        gm(torch.ones(3, 3, 4, 4))
 
 
 def test_export_fallback_keeps_buffers_untouched(model_file):

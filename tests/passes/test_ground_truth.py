@@ -90,3 +90,44 @@ def test_size_query_inputs_get_their_concrete_values(zoo_model) -> None:
     assert values["blocks_0_attn_qkv"].shape == (2, 17, 576)
     assert check_mixing(tm.gm, sub, AnalysisManager()) == []
     assert ground_truth._example_values(tm.gm) is ground_truth._example_values(tm.gm)  # cached
+
+
+class NormedHead(nn.Module):
+    """conv -> BN -> relu -> dropout -> flatten -> linear: batch norm and dropout look the same
+    to torch.fx in either mode, while torch.export bakes train mode into the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(torch.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+def _mode_flags(gm: torch.fx.GraphModule) -> list[object]:
+    return [n.args[5] if "batch_norm" in str(n.target) else n.args[2] for n in gm.graph.nodes
+            if "batch_norm" in str(n.target) or "dropout" in str(n.target)]
+
+
+def test_fx_and_export_graphs_of_one_model_mix_alike() -> None:
+    from alphac.frontends.trace import _drop_guard_node, annotate_shapes
+
+    model, x = NormedHead(), torch.randn(2, 3, 4, 4)
+    by_fx = torch.fx.symbolic_trace(model)
+    by_export = torch.export.export(model, (x,)).module()
+    _drop_guard_node(by_export)
+    for gm in (by_fx, by_export):
+        annotate_shapes(gm, (x,))
+    assert _mode_flags(by_export) == [True, True]  # torch.export traced in train mode
+    code, state = by_export.code, {k: v.clone() for k, v in by_export.state_dict().items()}
+    facts = [MixingAnalysis().compute(gm, Subgraph.whole(gm), AnalysisManager()).matrices()
+             for gm in (by_fx, by_export)]
+    assert facts[0] == facts[1]
+    assert facts[1][0, 0][0] == (ONE, NO)  # eval-mode batch norm: samples do not mix
+    assert check_mixing(by_export, Subgraph.whole(by_export), AnalysisManager()) == []
+    # the caller's graph is left exactly as it was: code, baked flags, buffers
+    assert by_export.code == code and _mode_flags(by_export) == [True, True]
+    assert all(torch.equal(state[k], v) for k, v in by_export.state_dict().items())

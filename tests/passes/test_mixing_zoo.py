@@ -149,8 +149,8 @@ def test_model_traced_through_torch_export(tmp_path: Path, grow_subgraph) -> Non
     pool = {n.name for n in tm.gm.graph.nodes}
     subs = [Subgraph.whole(tm.gm)] + [grow_subgraph(tm.gm, pool, rng) for _ in range(20)]
     assert _block_disagreements(tm.gm, tm.blocks, subs) == []
-    # the graph hard-codes train-mode batch norm (batch statistics): analysed as such, and
-    # the checks left the running statistics alone
+    # the graph hard-codes train-mode batch norm: analysed and checked in eval mode, and the
+    # checks left the running statistics alone
     assert all(torch.equal(before[k], v) for k, v in tm.gm.state_dict().items())
 
 

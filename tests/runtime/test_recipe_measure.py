@@ -12,9 +12,9 @@ from torch import nn
 
 from alphac.errors import UserError
 from alphac.ir import flop_counter_flops
+from alphac.modes import is_training
 from alphac.runtime.device import resolve_device
 from alphac.runtime.measure import measure_speed, model_cost
-from alphac.runtime.modes import is_training
 from alphac.runtime.recipe import InvalidRecipeError, Recipe, lr_at, parse_duration
 from alphac.runtime.targets import TARGETS, get_target
 

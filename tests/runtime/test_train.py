@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from alphac.errors import TrainingError
+from alphac.modes import is_training
 from alphac.runtime.loop import make_optimizer
-from alphac.runtime.modes import is_training
 from alphac.runtime.pipeline import prepare_data
 from alphac.runtime.recipe import Recipe
 from alphac.runtime.targets import get_target
@@ -145,20 +145,17 @@ def test_exported_graph_modules_train_and_evaluate():
     assert evaluate(gm, data.val, normalize=norm) == evaluate(gm, data.val, normalize=norm)
 
 
-def test_eval_mode_of_an_exported_graph_is_deterministic_and_keeps_stats():
-    from alphac.runtime.modes import training_mode
+def test_shape_branching_model_file_loaded_at_batch_2_trains_at_any_batch(model_file):
+    from alphac.frontends import EXPORT, load
 
-    gm = exported_tiny_cnn(dropout=0.5)
-    x = torch.randn(2, 3, 8, 8)  # the export example's batch: called directly, not by the runtime
-    mean_name = next(k for k, _ in gm.named_buffers() if k.endswith("running_mean"))
-    before = dict(gm.named_buffers())[mean_name].clone()
-    with training_mode(gm, False):
-        assert not is_training(gm)
-        assert torch.equal(gm(x), gm(x))
-        assert torch.equal(before, dict(gm.named_buffers())[mean_name])
-    assert is_training(gm)
-    assert not torch.equal(gm(x), gm(x))  # dropout is back on
-    assert not torch.equal(before, dict(gm.named_buffers())[mean_name])  # stats update again
+    traced = load(model_file("shape_branch"), (2, 3, 32, 32))
+    assert traced.frontend == EXPORT
+    weight = traced.gm.get_parameter("conv.weight").detach().clone()
+    recipe = Recipe(steps=3, batch_size=5, eval_batch_size=7, subset=40, augment=False)
+    metrics = train_and_evaluate(traced.gm, "synthetic", recipe, device="cpu", test=False)
+    assert metrics.status == "ok" and metrics.steps == 3 and metrics.val_accuracy is not None
+    assert not torch.equal(weight, traced.gm.get_parameter("conv.weight"))
+    assert is_training(traced.gm)
 
 
 def test_time_budget_stops_training():

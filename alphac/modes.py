@@ -1,0 +1,100 @@
+"""Train/eval mode for any model, including torch.export GraphModules that refuse ``.eval()``.
+
+An exported GraphModule bakes the mode into its graph: ``aten.batch_norm`` and the dropout ops
+carry a ``training`` flag (torch.export traces in train mode, so the flag is ``True``).
+:func:`set_training` sets the ``training`` attribute of every submodule and flips those flags in
+every GraphModule it contains (then recompiles); :func:`training_mode` puts back, on exit, every
+attribute and flag exactly as it was. A batch norm without running statistics has no eval form
+(it always normalizes with batch statistics, as ``nn.BatchNorm2d(track_running_stats=False)``
+does), so its flag is left alone. Batch-norm's ``num_batches_tracked`` counter still increments in
+an exported eval graph; it only matters when momentum is None.
+
+Example: ``with training_mode(torch.export.export(m, (x,)).module(), False) as gm: gm(x)`` runs
+the exported ``m`` as ``m.eval()(x)`` would; afterwards the graph is train-mode again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import fx, nn
+
+_aten = torch.ops.aten
+#: op -> position of its training flag.
+MODE_FLAGS = {
+    _aten.batch_norm.default: 5,
+    _aten.dropout.default: 2,
+    _aten.feature_dropout.default: 2,
+    _aten.alpha_dropout.default: 2,
+    _aten.feature_alpha_dropout.default: 2,
+    _aten.native_dropout.default: 2,
+}
+_RUNNING_MEAN = 3  # aten.batch_norm(input, weight, bias, running_mean, running_var, training, ...)
+
+
+def follows_mode(node: fx.Node) -> bool:
+    """Whether ``node``'s training flag is the module's mode (what :func:`set_training` flips),
+    rather than part of the function: an aten dropout or a batch norm with running statistics."""
+    if node.op != "call_function" or node.target not in MODE_FLAGS:
+        return False
+    if node.target is _aten.batch_norm.default:
+        return len(node.args) > _RUNNING_MEAN and node.args[_RUNNING_MEAN] is not None
+    return len(node.args) > MODE_FLAGS[node.target]
+
+
+def _mode_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if follows_mode(n)]
+
+
+def _graphs(model: nn.Module) -> list[fx.GraphModule]:
+    return [m for m in model.modules() if isinstance(m, fx.GraphModule)]
+
+
+def is_training(model: nn.Module) -> bool:
+    """The model's mode; for an exported graph, the flag of its first mode-dependent op."""
+    for gm in _graphs(model):
+        nodes = _mode_nodes(gm)
+        if nodes:
+            return bool(nodes[0].args[MODE_FLAGS[nodes[0].target]])
+    return model.training
+
+
+def _set_flags(gm: fx.GraphModule, flags: dict[fx.Node, bool]) -> None:
+    changed = False
+    for node, flag in flags.items():
+        position = MODE_FLAGS[node.target]
+        if node.args[position] != flag:
+            node.update_arg(position, flag)
+            changed = True
+    if changed:
+        gm.recompile()
+
+
+def set_training(model: nn.Module, training: bool) -> None:
+    """Put ``model`` in training (or eval) mode, whatever kind of module it is."""
+    try:
+        model.train(training)
+    except NotImplementedError:  # ExportedProgram.module() refuses train()/eval()
+        for module in model.modules():
+            object.__setattr__(module, "training", training)
+    for gm in _graphs(model):
+        _set_flags(gm, dict.fromkeys(_mode_nodes(gm), training))
+
+
+@contextmanager
+def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in the given mode; every submodule's ``training`` attribute
+    and every graph flag is restored exactly after (submodules shared with other models too)."""
+    attributes = [(m, m.training) for m in model.modules()]
+    flags = [(gm, {n: bool(n.args[MODE_FLAGS[n.target]]) for n in _mode_nodes(gm)})
+             for gm in _graphs(model)]
+    set_training(model, training)
+    try:
+        yield model
+    finally:
+        for module, flag in attributes:
+            object.__setattr__(module, "training", flag)
+        for gm, before in flags:
+            _set_flags(gm, before)
