@@ -1,4 +1,4 @@
-"""Measurement: cost (params, FLOPs), latency at batch 1 and throughput at a large batch.
+"""Measurement: latency at batch 1 and throughput at a large batch (cost: the cost analysis).
 
 Timings warm up first, then take the median of repeated runs, synchronizing CUDA around each, in
 eval mode under ``torch.inference_mode`` (bf16 autocast and channels_last on CUDA).
@@ -14,28 +14,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from alphac.ir import count_params, flop_counter_flops
 from alphac.modes import training_mode
 from alphac.runtime.device import resolve_device
 from alphac.runtime.evaluate import autocast_for
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Parameter count and forward FLOPs of one sample (1 multiply-add = 2 FLOPs)."""
-
-    params: int
-    flops: int
-
-
-def model_cost(model: nn.Module, sample_shape: Sequence[int]) -> Cost:
-    """Params and per-sample forward FLOPs of ``model`` on CPU at ``sample_shape`` (C, H, W).
-
-    The one place cost is computed; a symbolic cost analysis can replace it in the CLI layer.
-    """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    example = torch.zeros((1, *sample_shape), device=device)
-    return Cost(count_params(model), flop_counter_flops(model, (example,)))
 
 
 @dataclass(frozen=True)

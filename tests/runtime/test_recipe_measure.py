@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 from alphac.errors import UserError
-from alphac.ir import flop_counter_flops
 from alphac.modes import is_training
 from alphac.runtime.device import resolve_device
-from alphac.runtime.measure import measure_speed, model_cost
+from alphac.runtime.measure import measure_speed
 from alphac.runtime.recipe import InvalidRecipeError, Recipe, lr_at, parse_duration
 from alphac.runtime.targets import TARGETS, get_target
 
@@ -80,14 +79,6 @@ def test_devices():
 def _net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-
-
-def test_model_cost_is_per_sample_and_matches_the_flop_counter():
-    model = _net()
-    cost = model_cost(model, (3, 8, 8))
-    assert cost.params == sum(p.numel() for p in model.parameters())
-    assert cost.flops == flop_counter_flops(model, (torch.zeros(4, 3, 8, 8),)) // 4
-    assert cost.flops == 2 * (8 * 3 * 9 * 64) + 2 * (512 * 10)
 
 
 def test_measure_speed_reports_positive_numbers_and_restores_the_mode():
