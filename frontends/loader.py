@@ -10,13 +10,13 @@ import hashlib
 import importlib.util
 import inspect
 import sys
-import traceback
 from pathlib import Path
 from types import ModuleType
 
 from torch import nn
 
 from alphac.errors import ModelLoadError
+from alphac.frontends.locate import user_location
 
 ZOO_PREFIX = "zoo:"
 _HOW = (
@@ -55,29 +55,12 @@ def _import_file(path: Path) -> ModuleType:
         ) from None
     except Exception as exc:
         sys.modules.pop(name, None)
-        where = user_frame(exc, path)
+        where = user_location(exc, path)
         raise ModelLoadError(
             f"importing {path} failed{where}: {type(exc).__name__}: {exc}",
             hint="the file must import cleanly on its own (python " + str(path) + ")",
         ) from None
     return module
-
-
-def user_frame(exc: BaseException, path: Path | None = None) -> str:
-    """`` at FILE:LINE (`source`)`` for the innermost traceback frame outside torch, or ''."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    wanted = str(path.resolve()) if path is not None else None
-    chosen = None
-    for frame in frames:
-        filename = str(Path(frame.filename).resolve()) if frame.filename else ""
-        if wanted is not None and filename == wanted:
-            chosen = frame
-        elif wanted is None and "/torch/" not in filename and "/alphac/" not in filename:
-            chosen = frame
-    if chosen is None:
-        return ""
-    source = f" (`{chosen.line.strip()}`)" if chosen.line else ""
-    return f" at {chosen.filename}:{chosen.lineno}{source}"
 
 
 def load_model_file(path: Path) -> nn.Module:
@@ -128,7 +111,7 @@ def _call_builder(builder, path: Path) -> nn.Module:
         model = builder()
     except Exception as exc:
         raise ModelLoadError(
-            f"{name}() in {path} raised{user_frame(exc, path)}: {type(exc).__name__}: {exc}",
+            f"{name}() in {path} raised{user_location(exc, path)}: {type(exc).__name__}: {exc}",
             hint="it must build the model without arguments",
         ) from None
     if not isinstance(model, nn.Module):

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import io
 import logging
-import re
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from pathlib import Path
 
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from alphac.errors import InvalidInputShapeError, TraceError
+from alphac.frontends.locate import user_location
 from alphac.modes import training_mode
 
 FX = "fx"
@@ -83,7 +81,7 @@ def check_runs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> None
         with torch.no_grad():
             model(*example_inputs)
     except Exception as exc:
-        where = _user_location(exc)
+        where = user_location(exc)
         raise InvalidInputShapeError(
             f"the model fails on an input of shape {shapes}{where}: {type(exc).__name__}: "
             f"{_first_line(exc)}",
@@ -123,33 +121,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _user_location(exc: BaseException) -> str:
-    """`` at FILE:LINE (`code`)`` of the innermost frame outside torch and alphac, if any."""
-    for cause in (exc, exc.__cause__, exc.__context__):
-        if cause is None:
-            continue
-        frames = [
-            f
-            for f in traceback.extract_tb(cause.__traceback__)
-            if not _is_library(f.filename)
-        ]
-        if frames:
-            f = frames[-1]
-            return f" at {f.filename}:{f.lineno} (`{(f.line or '').strip()}`)"
-    # torch.export reports user frames inside its message text.
-    match = re.search(r'File "([^"]+)", line (\d+)', str(exc))
-    if match and not _is_library(match.group(1)):
-        return f" at {match.group(1)}:{match.group(2)}"
-    return ""
-
-
-def _is_library(filename: str) -> bool:
-    parts = Path(filename).parts
-    return "torch" in parts or "alphac" in parts or "frontends" in parts or filename.startswith("<")
-
-
 def _both_failed(model: nn.Module, fx_exc: BaseException, export_exc: BaseException) -> TraceError:
-    where = _user_location(fx_exc) or _user_location(export_exc)
+    where = user_location(fx_exc) or user_location(export_exc)
     value_branch = "control flow" in str(fx_exc) or "data-dependent" in str(export_exc).lower()
     construct = (
         "a Python `if`/loop that depends on a tensor's value"
