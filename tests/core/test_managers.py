@@ -147,3 +147,33 @@ def test_registry():
 
     with pytest.raises(TypeError):
         register_pass(Nameless)
+
+
+@dataclass(frozen=True)
+class RenameReluToGelu:
+    """Swaps relu for gelu; the node count stays, so it declares count_nodes preserved."""
+
+    name: str = "relu_to_gelu"
+
+    def run(self, gm, am):
+        relus = [n for n in gm.graph.nodes if n.target is torch.relu]
+        if not relus:
+            return PassResult(gm, changed=False)
+        with Rewriter(gm).edit():
+            for n in relus:
+                n.target = torch.nn.functional.gelu
+        return PassResult(gm, changed=True, preserved=frozenset({"count_nodes"}))
+
+
+def test_preserved_facts_survive_a_change_and_others_do_not(gm):
+    calls: list = []
+    am = AnalysisManager()
+    counted = CountNodes(calls=calls)
+    am.get(counted, gm)
+    pm = PassManager([RenameReluToGelu()], am=am)
+    assert pm.run(gm).changed
+    am.get(counted, gm)
+    assert len(calls) == 1  # preserved: served from the cache at the new version
+    PassManager([EliminateDeadCode()], am=am).run(gm)  # changes, preserves nothing
+    am.get(counted, gm)
+    assert len(calls) == 2
