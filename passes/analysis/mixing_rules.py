@@ -413,10 +413,14 @@ def _batch_norm(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Any) ->
     """Batch norm in eval mode, the mode the property means: with running statistics a
     per-channel affine map, whatever flag torch.export baked in (it traces in train mode; see
     :func:`alphac.modes.follows_mode`). A functional call that hard-codes ``training=True``
-    itself, or has no running statistics, normalizes with batch statistics in eval mode too:
+    itself, or has no running statistics (a module with ``track_running_stats=False`` too),
+    normalizes with batch statistics in eval mode too:
     every (batch, spatial) position of the channel. aten's tuple form keeps element 0."""
-    training = node.op != "call_module" and not follows_mode(node) and node.kwargs.get(
-        "training", node.args[5] if len(node.args) > 5 else False) is True
+    if node.op == "call_module":  # without running statistics eval mode uses batch statistics
+        training = spec.get("running_stats") is False
+    else:
+        training = not follows_mode(node) and node.kwargs.get(
+            "training", node.args[5] if len(node.args) > 5 else False) is True
     if training:
         if prod(xs) // xs[1] <= 1:
             return NO_PULLS

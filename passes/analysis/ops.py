@@ -134,7 +134,8 @@ def _module_spec(node: fx.Node, module: nn.Module) -> OpSpec:
         return _spec("linear", node, in_features=m.in_features, out_features=m.out_features,
                      bias=m.bias is not None)
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        return _spec("batch_norm", node, num_features=m.num_features, affine=m.affine)
+        return _spec("batch_norm", node, num_features=m.num_features, affine=m.affine,
+                     running_stats=m.track_running_stats)
     if isinstance(m, nn.LayerNorm):
         return _spec("layer_norm", node, normalized_shape=tuple(m.normalized_shape),
                      affine=m.elementwise_affine)

@@ -105,6 +105,8 @@ CASES: dict[str, tuple[Callable[[], nn.Module], list[tuple[int, ...]]]] = {
     "group_norm_instance": (lambda: nn.GroupNorm(4, 4), [(2, 4, 3, 3)]),
     "group_norm_functional": (lambda: Wrap(lambda p, x: F.group_norm(x, 1)), [(2, 4, 3, 3)]),
     "batch_norm_eval": (lambda: nn.BatchNorm2d(3), [(2, 3, 4, 4)]),
+    "batch_norm_no_running_stats": (
+        lambda: nn.BatchNorm2d(3, track_running_stats=False), [(2, 3, 4, 4)]),
     "batch_norm_training_functional": (
         lambda: Wrap(lambda p, x: F.batch_norm(x, None, None, training=True)), [(2, 3, 4, 4)]),
     "flatten_1": (lambda: nn.Flatten(), [(2, 3, 4, 4)]),
