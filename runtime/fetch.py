@@ -74,9 +74,11 @@ def download(resource: Resource, dest_dir: Path, *, timeout: float = 30.0) -> Pa
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise DatasetError(
-            f"could not download {resource.url}: {reason}",
-            hint=f"the network may be unreachable; download it by hand into {dest_dir} "
-            "(or pass --data-dir pointing at a folder that holds the data)",
+            f"the data is not in {dest_dir}, and alphac could not download {resource.url}: "
+            f"{reason}",
+            hint=f"the network may be unreachable: fetch {resource.filename} on a machine that "
+            f"can and unpack it into {dest_dir} (or pass --data-dir pointing at a folder that "
+            "holds the data)",
         ) from None
     got = md5_of(partial)
     if got != resource.md5:

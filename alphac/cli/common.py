@@ -52,9 +52,11 @@ def handles_user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            # soft_wrap: one message per line, whole, so it can be read and grepped in logs
+            say = functools.partial(err_console.print, highlight=False, soft_wrap=True)
+            say(f"[bold red]error:[/] {exc.message}")
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                say(f"[yellow]hint:[/] {exc.hint}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

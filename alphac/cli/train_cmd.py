@@ -38,7 +38,7 @@ def run_training(
     from alphac.runtime.device import resolve_device
     from alphac.runtime.recipe import parse_duration
     from alphac.runtime.targets import get_target
-    from alphac.runtime.train import TrainingDiverged, train_and_evaluate
+    from alphac.runtime.train import TrainingDiverged, load_task_data, train_and_evaluate
 
     spec = get_target(target)
     seconds = parse_duration(budget) if budget is not None else None
@@ -49,10 +49,12 @@ def run_training(
     traced = load_traced(model, spec.name, None)
     cost = model_cost(traced)
     extra = {"params": cost["params"], "flops": cost["flops"], "recipe": recipe.to_dict()}
+    # Data first: a missing dataset is reported before any progress bar appears.
+    data = load_task_data(spec, recipe, seed=seed, data_dir=data_dir, device=dev)
     try:
         with _progress_bar(show_progress) as on_progress:
-            metrics = train_and_evaluate(traced.gm, spec, recipe, seed=seed, data_dir=data_dir,
-                                         device=dev, on_progress=on_progress)
+            metrics = train_and_evaluate(traced.gm, spec, recipe, seed=seed, data=data,
+                                         on_progress=on_progress)
     except TrainingDiverged as exc:
         exc.result = {"model": model, **exc.metrics.to_dict(), **extra}  # for --json
         raise

@@ -118,6 +118,7 @@ def test_cifar_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as info:
         load_dataset("cifar10", tmp_path / "dl", download=True)
     assert "could not download http://127.0.0.1:9/" in info.value.message
+    assert "is not in" in info.value.message
     assert str(tmp_path / "dl") in info.value.hint
     assert not list((tmp_path / "dl").glob("*.part"))
 
