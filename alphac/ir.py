@@ -39,11 +39,6 @@ def consumers(node: fx.Node) -> list[fx.Node]:
     return list(node.users)
 
 
-def module_path_of(node: fx.Node) -> str | None:
-    """The qualified name of the module a ``call_module`` node calls, else None."""
-    return str(node.target) if node.op == "call_module" else None
-
-
 def count_params(module: torch.nn.Module) -> int:
     """Number of parameter elements, counting each shared parameter once."""
     return sum(p.numel() for p in module.parameters())

@@ -35,10 +35,6 @@ class Rewriter:
         self.gm = gm
         self.lint = lint
 
-    @property
-    def version(self) -> int:
-        return graph_version(self.gm)
-
     @contextmanager
     def edit(self, *, eliminate_dead_code: bool = False) -> Iterator[fx.Graph]:
         """Yield the graph to mutate; on a clean exit finish the edit (DCE, lint, recompile)."""

@@ -73,7 +73,9 @@ def find_blocks(gm: fx.GraphModule, root: nn.Module | None = None) -> list[Block
     chosen = [p for p in repeated if classes[p] not in _CONTAINERS]
     if not chosen:
         chosen = [p for p in repeated if classes[p] in _CONTAINERS]
-    modules = dict(root.named_modules()) if root is not None else dict(gm.named_modules())
+    # remove_duplicate=False: a module shared under two names must be found under both
+    source = root if root is not None else gm
+    modules = dict(source.named_modules(remove_duplicate=False))
     order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
     blocks = []
     for path in chosen:

@@ -41,6 +41,12 @@ InputShapeOpt = Annotated[
         show_default=False,
     ),
 ]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", help="Folder with the dataset (default: ~/.cache/alphac/TARGET).",
+                 show_default=False),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 

@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from alphac.cli.common import JsonOpt, console, err_console, handles_user_errors, print_json
+from alphac.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    console,
+    err_console,
+    handles_user_errors,
+    print_json,
+)
 
 data_app = typer.Typer(
     name="data", help="Get and inspect datasets (fetch, info).", no_args_is_help=True
@@ -15,11 +22,6 @@ data_app = typer.Typer(
 
 TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="cifar10, cifar100, "
                                           "fashion-mnist, mnist, imagenet or synthetic.")]
-DataDirOpt = Annotated[
-    str | None,
-    typer.Option("--data-dir", help="Folder for the dataset (default: ~/.cache/alphac/TARGET).",
-                 show_default=False),
-]
 
 
 @data_app.command()

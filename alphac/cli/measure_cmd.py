@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from alphac.cli.common import (
+    DeviceOpt,
     InputShapeOpt,
     JsonOpt,
     ModelArg,
@@ -26,7 +27,7 @@ def measure(
     model: ModelArg,
     target: TargetOpt = "cifar10",
     input_shape: InputShapeOpt = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Batch for throughput (default 256 on CUDA, 64 on CPU).",
         show_default=False, min=1)] = None,

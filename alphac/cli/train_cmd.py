@@ -9,6 +9,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from alphac.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
     JsonOpt,
     ModelArg,
     TargetOpt,
@@ -21,18 +23,11 @@ from alphac.cli.common import (
     print_json,
 )
 
-DataDirOpt = Annotated[
-    str | None,
-    typer.Option("--data-dir", help="Folder with the dataset (default: ~/.cache/alphac/TARGET).",
-                 show_default=False),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-
 
 def run_training(
     model: str, target: str, *, epochs: float | None, steps: int | None, budget: str | None,
     data_dir: str | None, device: str, subset: int | None, batch_size: int | None,
-    lr: float | None, seed: int, compile_model: bool, show_progress: bool,
+    lr: float | None, seed: int, compile_model: bool,
 ) -> dict[str, Any]:
     """Load, trace, train and evaluate MODEL; the JSON-ready result of `alphac train`."""
     from alphac.runtime.device import resolve_device
@@ -52,7 +47,7 @@ def run_training(
     # Data first: a missing dataset is reported before any progress bar appears.
     data = load_task_data(spec, recipe, seed=seed, data_dir=data_dir, device=dev)
     try:
-        with _progress_bar(show_progress) as on_progress:
+        with _progress_bar() as on_progress:
             metrics = train_and_evaluate(traced.gm, spec, recipe, seed=seed, data=data,
                                          on_progress=on_progress)
     except TrainingDiverged as exc:
@@ -64,13 +59,13 @@ def run_training(
 class _progress_bar:  # noqa: N801 - used as a context manager, reads like a function
     """A rich progress bar on stderr fed by the runtime's progress callback."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self) -> None:
         self.bar = Progress(
             TextColumn("[bold]train[/]"), BarColumn(),
             TextColumn("epoch {task.fields[epoch]:.2f}  loss {task.fields[loss]:.3f}  "
                        "acc {task.fields[acc]:.3f}  {task.fields[ips]:.0f} img/s"),
             TimeElapsedColumn(), TimeRemainingColumn(),
-            console=err_console, disable=not enabled, transient=False,
+            console=err_console, transient=False,
         )
         self.task = self.bar.add_task("train", total=1.0, epoch=0.0, loss=float("nan"),
                                       acc=0.0, ips=0.0)
@@ -119,7 +114,7 @@ def train(
         result = run_training(
             model, target, epochs=epochs, steps=steps, budget=budget, data_dir=data_dir,
             device=device, subset=subset, batch_size=batch_size, lr=lr, seed=seed,
-            compile_model=compile_model, show_progress=True,
+            compile_model=compile_model,
         )
     except TrainingDiverged as exc:
         if json_output:  # the run is still recorded: one JSON object with status "diverged"

@@ -12,12 +12,10 @@ Example: ``call_module`` of ``nn.Conv2d(64, 128, 3, stride=2, padding=1)`` ->
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 NONLINEAR = frozenset({
@@ -107,7 +105,7 @@ def _conv_params(weight_shape, stride, padding, dilation, groups, transposed=Fal
                 out_channels=int(out_ch), transposed=transposed)
 
 
-def _pool_params(kind: str, n: int, kernel, stride, padding, dilation=1, ceil_mode=False) -> dict:
+def _pool_params(n: int, kernel, stride, padding, dilation=1, ceil_mode=False) -> dict:
     stride = kernel if stride in (None, [], ()) else stride
     return dict(dims=n, kernel=_tuple(kernel, n), stride=_tuple(stride, n),
                 padding=_tuple(padding, n), dilation=_tuple(dilation, n),
@@ -152,11 +150,11 @@ def _module_spec(node: fx.Node, module: nn.Module) -> OpSpec:
         return _spec("flatten", node, start_dim=m.start_dim, end_dim=m.end_dim)
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         n = int(type(m).__name__[-2])
-        return _spec("max_pool", node, **_pool_params("max", n, m.kernel_size, m.stride,
+        return _spec("max_pool", node, **_pool_params(n, m.kernel_size, m.stride,
                                                         m.padding, m.dilation, m.ceil_mode))
     if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
         n = int(type(m).__name__[-2])
-        return _spec("avg_pool", node, **_pool_params("avg", n, m.kernel_size, m.stride,
+        return _spec("avg_pool", node, **_pool_params(n, m.kernel_size, m.stride,
                                                         m.padding, 1, m.ceil_mode))
     if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
         n = int(type(m).__name__[-2])
@@ -258,7 +256,8 @@ _VARARGS = {"view": "reshape", "reshape": "reshape", "_unsafe_view": "reshape",
             "permute": "permute", "expand": "expand", "repeat": "expand"}
 
 
-def _target_name(node: fx.Node) -> str:
+def target_name(node: fx.Node) -> str:
+    """The op name of a call: method name, aten overload packet, or function name."""
     target = node.target
     if isinstance(target, str):
         return target
@@ -283,7 +282,7 @@ def op_spec(node: fx.Node, modules: dict[str, nn.Module] | None = None) -> OpSpe
             "unknown", node, target=str(node.target))
     if node.op not in ("call_function", "call_method"):
         return _spec(node.op, node)
-    name = _target_name(node)
+    name = target_name(node)
     if name in _VARARGS:
         rest = node.args[1:]
         values = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
@@ -306,7 +305,7 @@ def op_spec(node: fx.Node, modules: dict[str, nn.Module] | None = None) -> OpSpe
     if kind in ("max_pool", "avg_pool"):
         n = 1 if name.endswith("1d") else 2
         kernel = bound.get("kernel_size")
-        bound = _pool_params(kind, n, kernel, bound.get("stride"), bound.get("padding", 0),
+        bound = _pool_params(n, kernel, bound.get("stride"), bound.get("padding", 0),
                              bound.get("dilation", 1), bound.get("ceil_mode", False))
     if kind == "adaptive_avg_pool" or kind == "adaptive_max_pool":
         n = 1 if name.endswith("1d") else 2
@@ -339,8 +338,9 @@ def _conv_spec(node: fx.Node, name: str, bound: dict[str, Any]) -> OpSpec:
 
 def graph_modules(gm: fx.GraphModule) -> dict[str, nn.Module]:
     """Qualified name -> submodule, the ``modules`` argument of :func:`op_spec`."""
-    return dict(gm.named_modules())
+    return dict(gm.named_modules(remove_duplicate=False))
 
 
-__all__ = ["LINEAR", "NONLINEAR", "TRANSPARENT", "OpSpec", "graph_modules", "op_spec"]
-_ = (F, operator)  # the canonical names above cover torch.nn.functional and operator targets
+__all__ = [
+    "LINEAR", "NONLINEAR", "TRANSPARENT", "OpSpec", "graph_modules", "op_spec", "target_name",
+]

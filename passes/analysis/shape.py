@@ -24,9 +24,10 @@ import sympy
 from torch import fx
 
 from alphac.analysis import AnalysisManager
-from alphac.ir import Subgraph
+from alphac.ir import Subgraph, node_map
 from alphac.lattice import Lattice
-from alphac.passes.analysis.ops import OpSpec, graph_modules, op_spec
+from alphac.passes.analysis.mixing_boxes import float_shape
+from alphac.passes.analysis.ops import OpSpec, graph_modules, op_spec, target_name
 from alphac.passes.analysis.shape_dims import (
     ONE,
     SPATIAL,
@@ -109,17 +110,17 @@ class _Context:
         return self.specs[node.name]
 
 
-_CONTEXTS: weakref.WeakKeyDictionary[fx.GraphModule, tuple[int, _Context]] = (
+_CONTEXTS: weakref.WeakKeyDictionary[fx.GraphModule, tuple[tuple[int, int], _Context]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def graph_context(gm: fx.GraphModule) -> _Context:
     """Node map, modules and memoized op specs of ``gm`` at its current version."""
-    version = graph_version(gm)
+    version = (graph_version(gm), len(gm.graph.nodes))
     hit = _CONTEXTS.get(gm)
     if hit is None or hit[0] != version:
-        ctx = _Context({n.name: n for n in gm.graph.nodes}, graph_modules(gm))
+        ctx = _Context(node_map(gm), graph_modules(gm))
         _CONTEXTS[gm] = (version, ctx)
         return ctx
     return hit[1]
@@ -158,6 +159,7 @@ def tensor_rank(node: fx.Node) -> int | None:
 _CHANNEL_FIRST = frozenset({"conv", "batch_norm", "group_norm", "max_pool", "avg_pool",
                             "adaptive_avg_pool", "adaptive_max_pool"})
 _FEATURE_LAST = frozenset({"linear", "layer_norm", "matmul", "sdpa"})
+_DECISIVE = _CHANNEL_FIRST | _FEATURE_LAST
 _PRESERVING = frozenset({"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish",
                          "hardsigmoid", "leaky_relu", "elu", "softmax", "log_softmax", "dropout",
                          "identity", "neg", "add", "sub", "mul", "div", "cat"})
@@ -182,7 +184,7 @@ def _layout_from_producer(ctx: _Context, node: fx.Node, rank: int, depth: int) -
         same_rank = [a for a in node.all_input_nodes
                      if a.op != "get_attr" and tensor_rank(a) == rank]
         if spec.kind in _PRESERVING and same_rank:
-            decisive = [a for a in same_rank if ctx.spec(a).kind in _CHANNEL_FIRST | _FEATURE_LAST]
+            decisive = [a for a in same_rank if ctx.spec(a).kind in _DECISIVE]
             return external_layout(ctx, (decisive or same_rank)[0], depth + 1)
         if spec.kind in ("transpose", "permute", "flatten") and node.all_input_nodes:
             src = node.all_input_nodes[0]
@@ -237,10 +239,6 @@ def _freeze(value: Any, env: dict[str, Value]) -> Any:
     return value
 
 
-def _target_name(node: fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-
-
 _WARNED: set[str] = set()
 
 
@@ -283,7 +281,7 @@ def _infer_node(ctx: _Context, node: fx.Node, env: dict[str, Value],
     spec = ctx.spec(node)
     args = _freeze(node.args, env)
     kwargs = _freeze(dict(node.kwargs), env)
-    value = apply_rule(spec, args, kwargs, _target_name(node))
+    value = apply_rule(spec, args, kwargs, target_name(node))
     if traced is None:
         return value  # sizes and other non-tensor values: nothing to check against
     if value is not None and _agrees(value, traced, bindings):
@@ -303,7 +301,7 @@ def _external_value(ctx: _Context, node: fx.Node, env: dict[str, Value]) -> Valu
             local[src.name] = (_constant(traced_shape(src)) if rank is not None
                                else _external_value(ctx, src, env))
         value = apply_rule(ctx.spec(node), _freeze(node.args, local),
-                           _freeze(dict(node.kwargs), local), _target_name(node))
+                           _freeze(dict(node.kwargs), local), target_name(node))
         if value is not None:
             return value
     example = node.meta.get("val", node.meta.get("example_value"))
@@ -312,8 +310,7 @@ def _external_value(ctx: _Context, node: fx.Node, env: dict[str, Value]) -> Valu
 
 def _is_float(node: fx.Node) -> bool:
     # Only floating-point tensors are numbered inputs/outputs, as in mixing.tensor_inputs.
-    dtype = getattr(node.meta.get("tensor_meta"), "dtype", None)
-    return dtype is not None and dtype.is_floating_point
+    return float_shape(node) is not None
 
 
 @dataclass(frozen=True)

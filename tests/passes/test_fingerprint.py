@@ -36,9 +36,10 @@ def test_same_block_type_at_same_width_hashes_alike(zoo_model):
     prints = {b.path: fingerprint(model.gm, b.subgraph(model.gm)) for b in model.blocks}
     assert prints["layer1.0"] == prints["layer1.1"]
     # same structure, other widths: different
-    assert prints["layer2.1"] != prints["layer3.1"] != prints["layer1.1"]
+    assert len({prints["layer1.1"], prints["layer2.1"], prints["layer3.1"]}) == 3
     assert prints["layer2.0"] != prints["layer2.1"]
-    assert len(prints["layer1.0"]) == 24 and int(prints["layer1.0"], 16) >= 0
+    assert len(prints["layer1.0"]) == 24
+    int(prints["layer1.0"], 16)  # hexadecimal
 
 
 def test_node_and_module_names_are_ignored():
@@ -46,10 +47,14 @@ def test_node_and_module_names_are_ignored():
         pass
 
     a, b = traced(Body()), traced(Renamed())
+    b.add_submodule("c2", b.conv)  # the same conv, under another module name
     with Rewriter(b).edit() as graph:
         for node in graph.nodes:
             if node.op == "call_function":
                 node.name = f"renamed_{node.name}"
+            if node.op == "call_module" and node.target == "conv":
+                node.target = "c2"
+    assert any(n.target == "c2" for n in b.graph.nodes)
     assert fingerprint(a) == fingerprint(b)
     # a second, identical instance inside another model is the same subgraph structurally
     assert fingerprint(traced(Body())) == fingerprint(a)

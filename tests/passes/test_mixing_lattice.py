@@ -127,7 +127,8 @@ def test_numbering_skips_non_tensor_values(zoo_model) -> None:
     assert tensor_outputs(tm.gm, sub) == ("permute",)
     fact = MixingAnalysis().compute(tm.gm, sub, AnalysisManager())
     assert fact.in_ranks == (3,) and fact.out_ranks == (5,)
-    assert attn.subgraph(tm.gm).inputs  # the block itself analyses too
+    block = MixingAnalysis().compute(tm.gm, attn.subgraph(tm.gm), AnalysisManager())
+    assert (block.in_ranks, block.out_ranks) == ((3,), (3,))  # the whole block: tokens in, out
     am = AnalysisManager()
     first = am.get(MixingAnalysis(), tm.gm, sub)
     assert am.get(MixingAnalysis(), tm.gm, sub) is first and am.stats.hits == 1

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 from alphac.analysis import AnalysisManager
 from alphac.frontends import load, zoo
@@ -136,6 +137,20 @@ def test_export_frontend_graph(model_file):
     model = load(model_file("shape_branch"), (2, 3, 32, 32))
     fact = assert_exact(model.gm, Subgraph.whole(model.gm))
     assert same_dims(fact.outputs[0].dims, (B, 10))
+
+
+class Repeat(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.relu().repeat(1, 2, 1, 1)
+
+
+def test_aten_ops_are_named_like_their_methods():
+    # torch.export names the op aten.repeat.default; the rule must still see "repeat"
+    x = torch.randn(2, 8, 6, 6)
+    gm = torch.export.export(Repeat(), (x,)).module()
+    ShapeProp(gm).propagate(x)
+    fact = assert_exact(gm, Subgraph.whole(gm))
+    assert same_dims(fact.outputs[0].dims, (B, 2 * C, H, W))
 
 
 class OpZoo(nn.Module):
@@ -281,7 +296,7 @@ def test_shape_distance():
     assert is_infeasible(prop.distance(fact_of((B, C, H, W), (B, 2 * C, H, W)), small))
     assert prop.distance(target, fact_of((B, C, H, W), (B, 2 * C, HALF))) == INFEASIBLE
     assert prop.distance(target, fact_of((B, C, H, W), (2 * B, 2 * C, HALF, HALF))) == INFEASIBLE
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     assert prop.mutate(target, rng, {}) is target
 
 

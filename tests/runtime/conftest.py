@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from alphac.runtime.datasets import Dataset, load_dataset
-
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture(scope="session")
