@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.alphac-installed
 FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist
 
+# The test suite builds timm, torchvision and transformers models (tests/libmodels.py); alphac
+# itself needs none of them. --no-deps keeps pip from swapping the torch build for another.
+LIBRARY_MODELS := timm==1.0.31 torchvision==0.28.0 transformers==5.24.0 huggingface_hub==2.4.0 \
+	safetensors==0.8.0 pyyaml
+LIBRARY_MODEL_DEPS := regex tokenizers tqdm requests packaging filelock fsspec
+
 .PHONY: install data test demo lint bench bench-compare clean
 
 install: $(STAMP)
@@ -14,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(LIBRARY_MODELS)
+	$(BIN)/python -m pip install -q $(LIBRARY_MODEL_DEPS)
 	touch $(STAMP)
 
 # Real data for the tests and the demo: Debian's Fashion-MNIST package where apt-get works (root),
