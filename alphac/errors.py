@@ -55,6 +55,19 @@ class TrainingError(UserError):
     exit_code = 6
 
 
+class CheckError(UserError):
+    """A ground-truth check (``alphac properties --check``) crashed: it could not decide.
+
+    Distinct from exit code 1, which means the check ran and found a disagreement.
+    """
+
+    exit_code = 7
+
+
+class CaptureWarning(UserWarning):
+    """The captured graph differs from the model in some mode (see :mod:`alphac.frontends`)."""
+
+
 class PassError(Exception):
     """A pass failed inside a PassManager; names the pass and those already run.
 

@@ -11,12 +11,18 @@ an exported eval graph; it only matters when momentum is None.
 
 Example: ``with training_mode(torch.export.export(m, (x,)).module(), False) as gm: gm(x)`` runs
 the exported ``m`` as ``m.eval()(x)`` would; afterwards the graph is train-mode again.
+
+Graphs captured by :func:`alphac.frontends.trace` need none of this: a mode-dependent constant
+(a ``training`` flag, a dropout probability) reads the mode at run time through a
+:class:`ModeValue` submodule, so ``.train()``/``.eval()`` just work. Such a flag is not baked:
+:func:`set_training` leaves it alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -32,6 +38,42 @@ MODE_FLAGS = {
     _aten.native_dropout.default: 2,
 }
 _RUNNING_MEAN = 3  # aten.batch_norm(input, weight, bias, running_mean, running_var, training, ...)
+#: Submodule path under which captured graphs keep their :class:`ModeValue` modules.
+MODE_VALUES = "alphac_modes"
+
+
+class ModeValue(nn.Module):
+    """A constant that follows the mode: ``train_value`` in training mode, else ``eval_value``.
+
+    Called without arguments (``call_module``) where a traced op had a mode-dependent constant,
+    e.g. ``F.batch_norm(..., training=modes_0())`` with ``ModeValue(False, True)``. Stateless, so
+    ``.train()``, deepcopy and ``state_dict`` need nothing special.
+    """
+
+    def __init__(self, eval_value: Any, train_value: Any) -> None:
+        super().__init__()
+        self.eval_value = eval_value
+        self.train_value = train_value
+
+    def forward(self) -> Any:
+        return self.train_value if self.training else self.eval_value
+
+    def extra_repr(self) -> str:
+        return f"eval={self.eval_value!r}, train={self.train_value!r}"
+
+
+def is_mode_value(node: Any) -> bool:
+    """Whether ``node`` is the call of a :class:`ModeValue` (by its target path)."""
+    return (isinstance(node, fx.Node) and node.op == "call_module"
+            and str(node.target).startswith(MODE_VALUES + "."))
+
+
+def eval_value(node: fx.Node, modules: dict[str, nn.Module] | None = None) -> Any:
+    """The eval-mode value of a :class:`ModeValue` node (its module, else its ``meta``)."""
+    module = (modules or {}).get(str(node.target))
+    if isinstance(module, ModeValue):
+        return module.eval_value
+    return node.meta["alphac.mode_value"][0]
 
 
 def follows_mode(node: fx.Node) -> bool:
@@ -45,7 +87,9 @@ def follows_mode(node: fx.Node) -> bool:
 
 
 def _mode_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    return [n for n in gm.graph.nodes if follows_mode(n)]
+    """The nodes whose training flag is baked in (a constant, not a :class:`ModeValue`)."""
+    return [n for n in gm.graph.nodes
+            if follows_mode(n) and isinstance(n.args[MODE_FLAGS[n.target]], bool)]
 
 
 def _graphs(model: nn.Module) -> list[fx.GraphModule]:

@@ -1,16 +1,19 @@
 """Capture an ``nn.Module`` as a torch.fx GraphModule: torch.fx first, torch.export as fallback.
 
-``torch.fx.symbolic_trace`` keeps module calls (``call_module``) and is preferred. Models with
-Python control flow on shapes fail there but trace through ``torch.export`` (shapes are static
-there, except a dynamic batch dimension), which yields aten-level ops in train mode (see
-:mod:`alphac.modes`). If both fail (typically a Python ``if`` on a tensor *value*), the error
-names the offending line of the user's code and says how to fix it.
+torch.fx keeps module calls (``call_module``) and is preferred; it traces in both modes and
+merges them (:mod:`alphac.frontends.modes_capture`). Models with Python control flow on shapes
+fail there but trace through ``torch.export`` (shapes are static there, except a dynamic batch
+dimension), which yields aten-level ops; it exports in eval mode and its training flags follow
+the mode at run time. Either way ``.train()``/``.eval()`` on the returned graph behave as on the
+model. If both fail (typically a Python ``if`` on a tensor *value*), the error names the
+offending line of the user's code and says how to fix it.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
@@ -18,19 +21,30 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from alphac.errors import InvalidInputShapeError, TraceError
+from alphac.errors import CaptureWarning, InvalidInputShapeError, TraceError
 from alphac.frontends.locate import user_location
-from alphac.modes import training_mode
+from alphac.frontends.modes_capture import (
+    capture_fx,
+    export_structure_differs,
+    follow_mode_in_export,
+    undone_side_effects,
+)
+from alphac.modes import ModeValue, training_mode
 
 FX = "fx"
 EXPORT = "export"
 
 
 def trace(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[fx.GraphModule, str]:
-    """``(graph module, frontend used)`` for ``model`` at ``example_inputs``."""
+    """``(graph module, frontend used)`` for ``model`` at ``example_inputs``.
+
+    The graph computes the model's function in eval and in train mode, and starts in the
+    model's mode; the model's mode and state are unchanged.
+    """
     check_runs(model, example_inputs)
     try:
-        gm = fx.symbolic_trace(model)
+        gm = capture_fx(model)
+        _start_in_mode(gm, model.training)
         return gm, FX
     except Exception as fx_exc:  # noqa: BLE001 - any failure falls back to export
         fx_error = fx_exc
@@ -38,11 +52,14 @@ def trace(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[fx.
         gm = _export(model, tuple(example_inputs))
     except Exception as export_exc:  # noqa: BLE001 - reported with both causes below
         raise _both_failed(model, fx_error, export_exc) from None
-    _drop_guard_node(gm)
+    _warn_if_train_export_differs(model, tuple(example_inputs), gm)
+    gm = follow_mode_in_export(gm)
+    gm.train(model.training)
     return gm, EXPORT
 
 
-def _export(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+def _export(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+            training: bool = False) -> fx.GraphModule:
     """``torch.export`` with a dynamic batch dimension, so the module runs at any batch size.
 
     ``Dim.AUTO`` quietly keeps the example's batch size where the model bakes it in (a reshape to
@@ -50,12 +67,30 @@ def _export(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> fx.Gr
     whose error, if it fails too, is the one reported.
     """
     batch = tuple({0: torch.export.Dim.AUTO} if t.dim() else None for t in example_inputs)
-    with _quiet_torch_logs():
+    with _quiet_torch_logs(), training_mode(model, training), undone_side_effects(model):
         try:
             program = torch.export.export(model, example_inputs, dynamic_shapes=batch)
         except Exception:  # noqa: BLE001 - the static export below decides and reports
             program = torch.export.export(model, example_inputs)
-    return program.module()
+    gm = program.module()
+    _drop_guard_node(gm)
+    return gm
+
+
+def _warn_if_train_export_differs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                                  eval_gm: fx.GraphModule) -> None:
+    """Export in train mode too; warn if it runs other ops than the eval graph (stochastic
+    depth, a train-only branch): the captured graph trains with eval-mode structure there."""
+    try:
+        train_gm = _export(model, example_inputs, training=True)
+    except Exception:  # noqa: BLE001 - nothing to compare with; the eval graph stands
+        return
+    if export_structure_differs(eval_gm, train_gm):
+        warnings.warn(
+            f"{type(model).__name__} runs different operations in train mode than in eval mode "
+            "(e.g. stochastic depth); alphac captured its eval-mode graph through torch.export, "
+            "so training the captured graph uses eval-mode structure (batch-norm and dropout "
+            "flags still follow the mode)", CaptureWarning, stacklevel=3)
 
 
 @contextmanager
@@ -90,6 +125,12 @@ def check_runs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> None
         ) from None
     finally:
         model.train(was_training)
+
+
+def _start_in_mode(gm: fx.GraphModule, training: bool) -> None:
+    # Only the graph's own modules: the others are the model's, already in its mode.
+    for module in [gm, *(m for m in gm.modules() if isinstance(m, ModeValue))]:
+        module.training = training
 
 
 def _drop_guard_node(gm: fx.GraphModule) -> None:

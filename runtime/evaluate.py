@@ -29,6 +29,19 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def channels_last(model: nn.Module, device: torch.device, sample_shape: tuple[int, ...]) -> bool:
+    """Whether to run ``model`` channels_last (CUDA and image inputs only); if so, its 4-D
+    parameters and buffers are converted in place. Each tensor on its own: ``model.to(
+    memory_format=...)`` fails on a model with 5-D buffers (swin's attention masks)."""
+    if device.type != "cuda" or len(sample_shape) != 3:
+        return False
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return True
+
+
 def evaluate(
     model: nn.Module, split: Split, *, normalize: Normalizer, batch_size: int = 1000
 ) -> Evaluation:

@@ -117,7 +117,8 @@ def fit(
     optimizer = make_optimizer(model, recipe)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     forward = torch.compile(model) if recipe.compile else model
-    normalize = Normalizer(data.target, data.device, recipe.channels_last)
+    normalize = Normalizer(data.target, data.device,  # channels_last on CUDA only
+                           recipe.channels_last and data.device.type == "cuda")
     check_every = 1 if data.device.type == "cpu" else progress_every
     window = _Window(data.device)
     step, diverged_at = 0, None

@@ -16,7 +16,7 @@ from torch import nn
 
 from alphac.modes import training_mode
 from alphac.runtime.device import resolve_device
-from alphac.runtime.evaluate import autocast_for
+from alphac.runtime.evaluate import autocast_for, channels_last
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,9 @@ def measure_speed(
     """
     dev = resolve_device(device)
     batch_size = batch_size or (256 if dev.type == "cuda" else 64)
-    memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
     model.to(dev)
-    if len(sample_shape) == 3:
-        model.to(memory_format=memory_format)
+    last = channels_last(model, dev, tuple(sample_shape))
+    memory_format = torch.channels_last if last else torch.contiguous_format
     results = []
     with training_mode(model, False), torch.inference_mode(), autocast_for(dev):
         for batch in (1, batch_size):

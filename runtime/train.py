@@ -23,7 +23,7 @@ from alphac.errors import TrainingError
 from alphac.ir import count_params
 from alphac.runtime.datasets import load_dataset
 from alphac.runtime.device import resolve_device
-from alphac.runtime.evaluate import Evaluation, evaluate
+from alphac.runtime.evaluate import Evaluation, channels_last, evaluate
 from alphac.runtime.loop import FitResult, Progress, fit
 from alphac.runtime.pipeline import Normalizer, TaskData, prepare_data
 from alphac.runtime.recipe import Recipe
@@ -139,8 +139,7 @@ def train_and_evaluate(
     if data is None:
         data = load_task_data(spec, recipe, seed=seed, data_dir=data_dir, device=dev)
     model.to(dev)
-    if recipe.channels_last and len(spec.input_shape) == 3:
-        model.to(memory_format=torch.channels_last)
+    last = recipe.channels_last and channels_last(model, dev, tuple(spec.input_shape))
     result = fit(model, data, recipe, seed=seed, on_progress=on_progress)
     if result.diverged_at_step is not None:
         metrics = _metrics(spec, dev, seed, model, result, None, None, 0.0)
@@ -148,7 +147,7 @@ def train_and_evaluate(
             raise TrainingDiverged(metrics)
         return metrics
     start = _now(dev)
-    normalize = Normalizer(spec, dev, recipe.channels_last)
+    normalize = Normalizer(spec, dev, last)
     val = evaluate(model, data.val, normalize=normalize, batch_size=recipe.eval_batch_size)
     tested = (
         evaluate(model, data.test, normalize=normalize, batch_size=recipe.eval_batch_size)

@@ -265,8 +265,11 @@ def _example_values(gm: fx.GraphModule) -> dict[str, Any]:
     args = []
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            meta = node.meta["tensor_meta"]
-            args.append(torch.randn(meta.shape, generator=gen).to(meta.dtype))
+            meta = node.meta.get("tensor_meta")
+            if hasattr(meta, "shape"):
+                args.append(torch.randn(meta.shape, generator=gen).to(meta.dtype))
+            else:  # not a tensor input (an unbound optional argument): its default, if any
+                args.append(node.args[0] if node.args else None)
     values: dict[str, Any] = {}
 
     class Recorder(fx.Interpreter):

@@ -71,3 +71,20 @@ def test_plain_modules_use_train_and_eval():
     with training_mode(model, True):
         assert is_training(model)
     assert not is_training(model)
+
+
+def test_mode_values_follow_train_and_eval_and_are_never_baked():
+    from alphac.modes import MODE_VALUES, ModeValue, is_mode_value
+
+    gm = exported()
+    node = next(n for n in gm.graph.nodes if "dropout" in str(n.target))
+    gm.add_submodule(f"{MODE_VALUES}.0", ModeValue(False, True))
+    with gm.graph.inserting_before(node):
+        mode = gm.graph.call_module(f"{MODE_VALUES}.0")
+    node.update_arg(2, mode)
+    gm.recompile()
+    assert is_mode_value(mode) and not is_mode_value(node)
+    with training_mode(gm, False):
+        assert node.args[2] is mode and not gm.get_submodule(f"{MODE_VALUES}.0")()
+        assert flags(gm)[0] is False  # the baked batch-norm flag is flipped as before
+    assert node.args[2] is mode and gm.get_submodule(f"{MODE_VALUES}.0")()

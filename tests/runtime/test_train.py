@@ -131,8 +131,9 @@ def exported_tiny_cnn(dropout: float = 0.0) -> torch.fx.GraphModule:
 
 def test_exported_graph_modules_train_and_evaluate():
     gm = exported_tiny_cnn(dropout=0.2)
-    with pytest.raises(NotImplementedError):
-        gm.eval()
+    gm.eval()  # an exported graph switches modes like any module (alphac.modes.ModeValue)
+    assert not is_training(gm)
+    gm.train()
     data = load_task_data(SMALL, Recipe(), seed=0, device="cpu")
     metrics = train_and_evaluate(gm, SMALL, Recipe(epochs=3, batch_size=64, lr=0.2), data=data)
     assert metrics.status == "ok" and metrics.val_accuracy > 0.6
