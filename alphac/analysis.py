@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from torch import fx
 
+from alphac.diagnostics import analysing
 from alphac.ir import Subgraph
 from alphac.rewriter import graph_version
 
@@ -67,7 +68,8 @@ class AnalysisManager:
             self.stats.hits += 1
             return hit[1]
         self.stats.misses += 1
-        fact = analysis.compute(gm, sub, self)
+        with analysing(sub):  # an op without an exact rule is reported against this subgraph
+            fact = analysis.compute(gm, sub, self)
         entries[key] = (version, fact)
         return fact
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from alphac.diagnostics import Diagnostics
 from alphac.errors import UserError
 
 console = Console()
@@ -79,6 +80,13 @@ def load_traced(model: str, target: str, input_shape: str | None):
     spec = get_target(target)
     shape = parse_shape(input_shape) if input_shape else spec.example_shape()
     return load(model, shape, num_classes=spec.num_classes)
+
+
+def print_diagnostics(diagnostics: Diagnostics) -> None:
+    """The run's diagnostics, once, as alphac notes on stderr (stdout stays pure JSON)."""
+    say = functools.partial(err_console.print, highlight=False, soft_wrap=True, markup=False)
+    for i, line in enumerate(diagnostics.summary()):
+        say(f"note: {line}" if i == 0 else line)
 
 
 def print_json(obj: Any) -> None:

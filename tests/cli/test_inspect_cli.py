@@ -35,7 +35,8 @@ def test_inspect_resnet34_cifar_json():
     assert abs(info["params"] - 21.28e6) / 21.28e6 < 0.005
     assert info["input_shape"] == [2, 3, 32, 32] and info["output_shape"] == [2, 10]
     assert len(info["blocks"]) == 16
-    assert set(info["blocks"][0]) >= {"path", "type", "nodes"}
+    assert set(info["blocks"][0]) >= {"path", "type", "nodes", "children"}
+    assert info["diagnostics"] == []  # every op of ResNet-34 has exact rules
     # ResNet-34 on 32x32: about 1.16 GMAC per image = 2.32 GFLOPs, batch 2
     assert 4.4e9 < info["flops"] < 4.8e9
 
@@ -118,3 +119,31 @@ def test_inspect_and_measure_report_the_same_cost_as_the_flop_counter():
     assert info["params"] == measured["params"] == count_params(traced.module)
     assert "B*H*W" in info["flops_expr"]
     assert "C" not in info["flops_expr"]  # a grey input: its one channel stays a constant
+
+
+def test_inspect_shows_the_block_tree():
+    info = run_json("inspect", "zoo:vit_ti4")
+    assert len(info["blocks"]) == 12
+    first = info["blocks"][0]
+    assert first["path"] == "blocks.0" and first["type"].startswith("Block#")
+    assert [c["path"] for c in first["children"]] == ["blocks.0.attn", "blocks.0.mlp"]
+    assert all(c["nodes"] < first["nodes"] and c["children"] == [] for c in first["children"])
+    result = runner.invoke(app, ["inspect", "zoo:vit_ti4"])
+    assert result.exit_code == 0, result.output
+    assert "12 blocks (24 inner, indented)" in result.output
+    assert "└ blocks.0.attn" in result.output and "└ blocks.11.mlp" in result.output
+
+
+def test_inspect_reports_ops_without_exact_rules_once(model_file):
+    args = ["inspect", model_file("unknown_op"), "--input-shape", "2x3x16x16"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)  # stdout stays pure JSON; the notes go to stderr
+    found = {(d["analysis"], d["op"]): d for d in info["diagnostics"]}
+    assert set(found) == {("shape", "flip"), ("shape", "cumsum")}
+    assert found["shape", "cumsum"]["count"] == 2 and found["shape", "cumsum"]["blocks"] == [
+        "<model>"]
+    assert "note: 2 ops have no exact rule" in result.stderr
+    assert result.stderr.count("'cumsum'") == 1
+    assert "UserWarning" not in result.stderr and "Warning" not in result.stdout
+    assert [b["path"] for b in info["blocks"]] == ["body.0", "body.1", "body.2", "body.3"]

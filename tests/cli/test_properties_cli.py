@@ -29,7 +29,7 @@ def test_small_cnn_json_has_every_property_with_check():
     assert set(second) >= {"path", "type", "inputs", "outputs", "depth", "mixing", "params",
                            "flops", "params_expr", "flops_expr"}
     assert second["inputs"] == [{"shape": ["B", "C", "H", "W"], "concrete": [2, 32, 28, 28],
-                                 "layout": "NCHW"}]
+                                 "layout": "NCHW", "dims": ["B", "C", "H", "W"]}]
     assert second["outputs"][0]["shape"] == ["B", "C", "H", "W"]
     assert second["params"] == 32 * 32 * 9 + 2 * 32 and second["params_expr"] == "9*C**2 + 2*C"
     assert second["flops"] == 2 * 2 * 28 * 28 * 32 * 32 * 9
@@ -37,6 +37,9 @@ def test_small_cnn_json_has_every_property_with_check():
     rows = second["mixing"]["0->0"]
     assert len(rows) == 4 and rows[1] == ["all", "all", "all", "all"]  # C mixes into everything
     assert all(b["check"] == [] for b in blocks)
+    assert info["diagnostics"] == []
+    # the model's input: a grey image, its one channel a constant, named by its layout letter
+    assert info["blocks"][0]["inputs"][0]["dims"] == ["B", "C", "H", "W"]
 
 
 def test_block_selection_and_tables():
@@ -87,3 +90,37 @@ def test_resnet18_check_passes_as_a_subprocess():
     assert len(info["blocks"]) == 8 and all(b["check"] == [] for b in info["blocks"])
     assert sum(b["params"] for b in info["blocks"]) < 11.2e6
 
+
+
+def test_mixing_rows_are_named_by_the_dims_the_shapes_use():
+    from alphac.cli.properties_cmd import dim_names
+    from alphac.symbols import dim
+
+    b, c, h = dim("B"), dim("C"), dim("H")
+    assert dim_names((b, 2 * c, (h - 1) // 2 + 1, 7), "NCHW") == ["B", "C", "H", "W"]
+    assert dim_names((b, 5, c), "NLC") == ["B", "N", "C"]
+    assert dim_names((b * c, 3), "??") == ["d0", "d1"]
+    info = run_json("zoo:vit_ti4", "--block", "blocks.0")
+    (block,) = info["blocks"]
+    assert block["inputs"][0]["dims"] == block["outputs"][0]["dims"] == ["B", "N", "C"]
+    result = runner.invoke(app, ["properties", "zoo:vit_ti4", "--block", "blocks.0"])
+    assert result.exit_code == 0, result.output
+    # batch is B (one-to-one), tokens N and channels C mix into every token and channel
+    assert "0->0 (B,N,C)  B:1..  N:AAA  C:AAA" in result.output
+    (inner,) = run_json("zoo:vit_ti4", "--block", "blocks.0.attn")["blocks"]  # an inner level
+    assert inner["type"].startswith("Attention#")
+
+
+def test_properties_report_ops_without_exact_rules_per_block(model_file):
+    args = ["properties", model_file("unknown_op"), "--input-shape", "2x3x16x16"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    found = {(d["analysis"], d["op"]): d for d in info["diagnostics"]}
+    assert {("shape", "cumsum"), ("mixing", "cumsum")} <= set(found)
+    assert found["shape", "cumsum"]["blocks"] == ["body.0", "body.2"]  # the Scan blocks only
+    assert ("shape", "flip") not in found  # flip runs in the stem, outside every block
+    assert result.stderr.startswith("note: 1 op has no exact rule; these blocks are "
+                                    "conservative: body.0, body.2")
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and table.stderr.count("note:") == 1
