@@ -70,6 +70,7 @@ class Logits(nn.Module):
 
 
 def _hf(kind: str, **config) -> nn.Module:
+    _define_torchvision_schemas()  # transformers' vision models import torchvision when present
     import transformers
 
     cfg = getattr(transformers, f"{kind}Config")(num_labels=10, **config)

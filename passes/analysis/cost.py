@@ -15,7 +15,6 @@ Shape-only ops (reshape, permute, getitem, dropout at inference, ...) cost nothi
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,6 +24,7 @@ import sympy
 from torch import fx, nn
 
 from alphac.analysis import AnalysisManager
+from alphac.diagnostics import report
 from alphac.ir import Subgraph
 from alphac.passes.analysis.ops import OpSpec
 from alphac.passes.analysis.shape import (
@@ -269,7 +269,5 @@ def _evaluates_to(expr: sympy.Expr, bindings: Mapping[sympy.Symbol, int], value:
 
 
 def _warn_once(what: str) -> None:
-    if what not in _WARNED:
-        _WARNED.add(what)
-        warnings.warn(f"cost analysis: no symbolic parameter formula for {what}; counting its "
-                      "parameters as a constant", stacklevel=3)
+    report("cost", what, f"cost analysis: no symbolic parameter formula for {what}; counting its "
+           "parameters as a constant", seen=_WARNED, stacklevel=3)

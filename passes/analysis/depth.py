@@ -148,11 +148,17 @@ def _class_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
     return cached[1]
 
 
+def _is_float_meta(meta: object) -> bool:
+    return isinstance(meta, TensorMetadata) and meta.dtype.is_floating_point
+
+
 def _carries_data(node: fx.Node) -> bool:
+    """Whether ``node``'s value is (or holds) a float tensor: masks from comparisons, index
+    tensors and sizes carry no derivative, so paths through them are not data paths."""
     meta = node.meta.get("tensor_meta")
-    if isinstance(meta, TensorMetadata):
-        return True
-    return isinstance(meta, (tuple, list)) and any(isinstance(m, TensorMetadata) for m in meta)
+    if isinstance(meta, TensorMetadata):  # a NamedTuple: test it before tuples of them
+        return _is_float_meta(meta)
+    return isinstance(meta, (tuple, list)) and any(_is_float_meta(m) for m in meta)
 
 
 # Per value: input index -> (runs ending linear, runs ending nonlinear, 0 if a path of only

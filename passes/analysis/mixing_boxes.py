@@ -125,6 +125,14 @@ def causal_map(length: int, keys: int) -> TableMap:
 
 
 @lru_cache(maxsize=1024)
+def roll_map(n: int, shift: int) -> TableMap | None:
+    """``torch.roll`` by ``shift`` along n positions: output o reads input ``(o - shift) mod n``."""
+    if shift % n == 0:
+        return None
+    return TableMap(1 << ((o - shift) % n) for o in range(n))
+
+
+@lru_cache(maxsize=1024)
 def slice_map(start: int, step: int, m: int) -> TableMap:
     """``x[start::step]`` along one dim: output o reads ``start + o*step``."""
     return TableMap(1 << (start + o * step) for o in range(m))

@@ -16,34 +16,36 @@ stride-2 conv on (2, 8, 4, 4) is one Product pull with dims ``[(0, copy), (-1, a
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from math import prod
 from typing import Any
 
+import torch
 from torch import fx, nn
 
+from alphac.diagnostics import report
 from alphac.modes import follows_mode
 from alphac.passes.analysis.mixing_boxes import (
     DimMap,
     Product,
     Pull,
     Reshape,
+    TableMap,
     Whole,
     adaptive_map,
     broadcast_dims,
-    causal_map,
     element_shapes,
     float_shape,
     full,
     group_map,
+    roll_map,
     shift_in,
     shift_out,
     slice_map,
     stencil_map,
     transposed_stencil_map,
 )
-from alphac.passes.analysis.ops import OpSpec
+from alphac.passes.analysis.ops import OpSpec, placeholder_default
 
 Shape = tuple[int, ...]
 
@@ -67,11 +69,9 @@ _WARNED: set[str] = set()
 
 
 def warn_unknown(what: str) -> None:
-    """Warn once per op kind that mixing treats ``what`` as top."""
-    if what not in _WARNED:
-        _WARNED.add(what)
-        warnings.warn(f"mixing analysis does not know the op {what!r}; assuming every input "
-                      "dim mixes into every output dim (top)", stacklevel=4)
+    """Report (warn once per op kind without a collector) that mixing treats ``what`` as top."""
+    report("mixing", what, f"mixing analysis does not know the op {what!r}; assuming every input "
+           "dim mixes into every output dim (top)", seen=_WARNED, stacklevel=4)
 
 
 def _data(node: fx.Node) -> Any:
@@ -237,13 +237,67 @@ def _expand(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Shape) -> R
 def _pad(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Shape) -> Rule | None:
     """F.pad: output o reads input ``o - left`` (constant), or its reflected/clamped/wrapped
     index; negative pads crop."""
-    pads, mode = spec.get("pad"), spec.get("mode") or "constant"
+    pads, mode = _pad_amounts(node, xs, out), spec.get("mode") or "constant"
+    if pads is None:
+        return None
     dims: list[DimMap] = [(k, None) for k in range(len(xs))]
     for t in range(len(pads) // 2):
         d = len(xs) - 1 - t
         f = stencil_map(xs[d], out[d], 1, 1, pads[2 * t], 1, "zeros" if mode == "constant" else mode)
         dims[d] = (d, f)
     return Rule({None: [Product(x.name, None, dims)]})
+
+
+def _pad_amounts(node: fx.Node, xs: Shape, out: Shape) -> list[int] | None:
+    """F.pad's amounts as ints; one computed amount per pair (swin's ``(ws - H % ws) % ws``)
+    is read off the shapes: ``out = in + left + right``."""
+    raw = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    if not isinstance(raw, (list, tuple)):
+        return None
+    pads = list(raw)
+    for t in range(len(pads) // 2):
+        d = len(xs) - 1 - t
+        pair = pads[2 * t:2 * t + 2]
+        known = [isinstance(p, int) for p in pair]
+        if known == [False, True]:
+            pads[2 * t] = out[d] - xs[d] - pair[1]
+        elif known == [True, False]:
+            pads[2 * t + 1] = out[d] - xs[d] - pair[0]
+        elif known != [True, True]:
+            return None
+    return pads
+
+
+def _roll(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Shape) -> Rule | None:
+    """torch.roll: output ``o`` along a rolled dim reads input ``(o - shift) mod n``; without
+    ``dims`` the flattened tensor is rolled."""
+    shifts, which = spec.get("shifts"), spec.get("dims")
+    shifts = shifts if isinstance(shifts, tuple) else (shifts,)
+    if which is None or which == ():
+        flat = len(xs) == 1 or sum(n > 1 for n in xs) <= 1
+        if not flat:
+            return None
+        which = (next((k for k, n in enumerate(xs) if n > 1), 0),)
+    which = which if isinstance(which, tuple) else (which,)
+    if len(which) != len(shifts) or not all(isinstance(v, int) for v in (*which, *shifts)):
+        return None
+    dims: list[DimMap] = [(k, None) for k in range(len(xs))]
+    for d, shift in zip(which, shifts, strict=True):
+        d = _norm(d, len(xs))
+        dims[d] = (d, roll_map(xs[d], shift))
+    return _product(node, x, dims)
+
+
+def _unbind(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Any) -> Rule | None:
+    """Element ``e`` of ``x.unbind(d)`` is the slice ``e`` along ``d``."""
+    if element_shapes(node) is None:
+        return None
+    d = _norm(spec.get("dim"), len(xs))
+    by_elem: dict[int | None, list[Pull]] = {}
+    for e in range(xs[d]):
+        dims = [(k - (k > d), None) if k != d else (-1, 1 << e) for k in range(len(xs))]
+        by_elem[e] = [Product(x.name, None, dims)]
+    return Rule(by_elem)
 
 
 def _cat(node: fx.Node, spec: OpSpec, x: Any, xs: Shape | None, out: Shape) -> Rule | None:
@@ -336,26 +390,43 @@ def _einsum(node: fx.Node, spec: OpSpec, x: Any, xs: Any, out: Shape) -> Rule | 
 
 
 def _sdpa(node: fx.Node, spec: OpSpec, x: Any, xs: Any, out: Shape) -> Rule | None:
-    args = list(node.args) + [None] * 6
-    q, k, v = args[0], args[1], args[2]
-    mask = node.kwargs.get("attn_mask", args[3])
-    causal = bool(node.kwargs.get("is_causal", args[5]))
+    """F.scaled_dot_product_attention in eval mode (``dropout_p`` only zeroes some derivatives
+    on some draws; ``scale`` changes no pattern). Query ``l`` reads the values of the keys it may
+    attend to: all, ``0..l`` when ``is_causal``, or those a constant boolean mask allows; its
+    query row and those keys only when there are at least two (a softmax over one key is 1). A
+    float mask is an operand read along the keys. With ``enable_gqa`` query head ``h`` reads
+    key/value head ``h // (Hq / Hkv)``."""
+    args = list(node.args) + [None] * 8
+    q, k, v = (node.kwargs.get(n, args[i]) for i, n in enumerate(("query", "key", "value")))
+    mask = placeholder_default(node.kwargs.get("attn_mask", args[3]))
+    causal, gqa = spec.get("is_causal"), spec.get("enable_gqa")
     shapes = [float_shape(t) for t in (q, k, v)]
-    if any(s is None for s in shapes) or mask is not None and causal:
+    if any(s is None for s in shapes) or not isinstance(causal, bool) or mask is not None and causal:
         return None
-    ro, batch = len(out), list(range(len(out) - 2))
-    keys = shapes[1][-2]
-    seq = (ro - 2, causal_map(out[-2], keys)) if causal else (-1, full(keys))
-    tails = [[(ro - 2, None), (-1, full(shapes[0][-1]))],
-             [seq, (-1, full(shapes[1][-1]))], [seq, (ro - 1, None)]]
+    ro, keys = len(out), shapes[1][-2]
+    rows = _allowed_keys(mask, out[-2], keys, causal)
+    if rows is False:
+        return None
+    qd = ro - 2
+    if rows is None:  # every query reads every key
+        seen = (-1, full(keys))
+        scored = seen if keys > 1 else None
+        own = (qd, None) if keys > 1 else None
+    else:
+        seen = (qd, TableMap(rows))
+        scored = (qd, TableMap(r if r & (r - 1) else 0 for r in rows))
+        own = (qd, TableMap(1 << o if r & (r - 1) else 0 for o, r in enumerate(rows)))
+    tails = [own and [own, (-1, full(shapes[0][-1]))],
+             scored and [scored, (-1, full(shapes[1][-1]))], [seen, (ro - 1, None)]]
     pulls: list[Pull] = []
     for t, shape, tail in zip((q, k, v), shapes, tails, strict=True):
-        dims = broadcast_dims(shape[:-2], out, batch)
+        dims = _head_dims(shape[:-2], out, bool(gqa))
         if dims is None:
             return None
-        pulls.append(Product(t.name, None, [*dims, *tail]))
+        if t.op != "get_attr" and tail is not None:
+            pulls.append(Product(t.name, None, [*dims, *tail]))
     mshape = float_shape(mask)
-    if mshape is not None:
+    if mshape is not None and mask.op != "get_attr" and keys > 1:
         dims = broadcast_dims(mshape[:-1], out[:-1])
         if dims is None:
             return None
@@ -363,14 +434,61 @@ def _sdpa(node: fx.Node, spec: OpSpec, x: Any, xs: Any, out: Shape) -> Rule | No
     return Rule({None: pulls})
 
 
+def _head_dims(lead: Shape, out: Shape, gqa: bool) -> list[DimMap] | None:
+    """The leading (batch, head) dims of q, k or v against the output's."""
+    dims = broadcast_dims(lead, out, list(range(len(out) - 2)))
+    if dims is not None or not gqa or not lead:
+        return dims
+    heads, out_heads = lead[-1], out[len(out) - 3]
+    if heads == 0 or out_heads % heads:
+        return None
+    rest = broadcast_dims(lead[:-1], out, list(range(len(out) - 3)))
+    cmap = group_map(heads, out_heads, heads)
+    return None if rest is None else [*rest, (len(out) - 3, cmap)]
+
+
+def _allowed_keys(mask: Any, length: int, keys: int, causal: bool) -> list[int] | None | bool:
+    """Per query position, the bitset of keys it attends to; None when every query reads every
+    key, False when a mask cannot be read. A constant mask that differs across batch or heads
+    gives the union of its rows (sound, not exact)."""
+    if causal:
+        return [full(min(o + 1, keys)) for o in range(length)]
+    allowed = _constant_mask(mask)
+    if allowed is None or allowed is False:
+        return allowed
+    rows = allowed.reshape(-1, allowed.shape[-2], allowed.shape[-1]).any(0).expand(length, keys)
+    return [sum(1 << j for j, ok in enumerate(row) if ok) for row in rows.tolist()]
+
+
+def _constant_mask(mask: Any) -> Any:
+    """A boolean mask held as a constant (``get_attr``): where attention is allowed; None when
+    it is absent, computed or float (every key may be read), False when unreadable."""
+    if not isinstance(mask, fx.Node) or mask.op != "get_attr":
+        return None
+    value = _attribute(mask)
+    if not isinstance(value, torch.Tensor) or value.dim() < 1:
+        return False
+    if value.dtype != torch.bool:
+        return None  # a float mask's values are parameters (the ground truth redraws them)
+    return value if value.dim() >= 2 else value.unsqueeze(0)
+
+
+def _attribute(node: fx.Node) -> Any:
+    obj: Any = node.graph.owning_module
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
 def _index_dims(index: Any, xs: Shape, out: Shape) -> list[DimMap] | None:
     """Dims of ``x[index]`` for ints, slices, None and Ellipsis; None for anything else."""
     items = list(index) if isinstance(index, tuple) else [index]
-    if not all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items):
+    items = [_constant_index(i) if isinstance(i, fx.Node) else i for i in items]
+    if not all(isinstance(i, (int, slice, _Gather)) or i is None or i is Ellipsis
+               for i in items):
         return None
-    if any(isinstance(i, slice) and not all(isinstance(v, (int, type(None)))
-                                            for v in (i.start, i.stop, i.step)) for i in items):
-        return None
+    if sum(isinstance(i, _Gather) for i in items) > 1:
+        return None  # several index tensors index jointly: not a product of 1-D maps
     if Ellipsis in items:
         at = items.index(Ellipsis)
         used = sum(1 for i in items if i is not None and i is not Ellipsis)
@@ -384,7 +502,16 @@ def _index_dims(index: Any, xs: Shape, out: Shape) -> list[DimMap] | None:
         elif isinstance(item, int):
             dims.append((-1, 1 << (item % xs[j])))
             j += 1
+        elif isinstance(item, _Gather):
+            if len(item) != out[k] or not all(-xs[j] <= v < xs[j] for v in item):
+                return None
+            dims.append((k, TableMap(1 << (v % xs[j]) for v in item)))
+            j += 1
+            k += 1
         else:
+            item = _resolve_slice(item, xs[j], out[k])
+            if item is None:
+                return None
             start, _, step = item.indices(xs[j])
             same = start == 0 and step == 1 and out[k] == xs[j]
             dims.append((k, None if same else slice_map(start, step, out[k])))
@@ -393,8 +520,39 @@ def _index_dims(index: Any, xs: Shape, out: Shape) -> list[DimMap] | None:
     return dims if j == len(xs) and k == len(out) else None
 
 
+def _resolve_slice(item: slice, n: int, m: int) -> slice | None:
+    """``item`` with integer bounds: a computed bound (``x[:, :H]`` with ``H`` a size) is read
+    off the result's length ``m``."""
+    start, stop, step = item.start, item.stop, 1 if item.step is None else item.step
+    if not isinstance(step, int) or step < 1:
+        return None
+    if isinstance(start, (int, type(None))) and isinstance(stop, (int, type(None))):
+        return slice(start, stop, step)
+    if isinstance(start, (int, type(None))):  # computed stop
+        first = slice(start, None, step).indices(n)[0]
+        return slice(first, first + (m - 1) * step + 1 if m else first, step)
+    if isinstance(stop, (int, type(None))) and step == 1:  # computed start
+        end = slice(None, stop).indices(n)[1]
+        return slice(end - m, end, 1)
+    return None
+
+
+class _Gather(tuple):
+    """The values of a constant 1-D integer index tensor: output position o reads ``self[o]``."""
+
+
+def _constant_index(node: fx.Node) -> _Gather | None:
+    value = _attribute(node) if node.op == "get_attr" else None
+    if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.is_floating_point() \
+            or value.dtype == torch.bool:
+        return None
+    return _Gather(int(v) for v in value.tolist())
+
+
 def _getitem(node: fx.Node, spec: OpSpec, x: Any, xs: Shape | None, out: Shape) -> Rule | None:
     src, index = node.args[0], node.args[1] if len(node.args) > 1 else None
+    if isinstance(src, fx.Node) and src.op == "get_attr":
+        return NO_PULLS  # a table of parameters or constants (swin's relative position bias)
     if isinstance(src, fx.Node) and element_shapes(src) is not None:
         if not isinstance(index, int):
             return None
@@ -439,7 +597,7 @@ def _size(node: fx.Node, spec: OpSpec, x: Any, xs: Any, out: Any) -> Rule | None
 
 _UNARY_KINDS = (
     "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "leaky_relu",
-    "elu", "dropout", "identity", "neg",
+    "elu", "dropout", "identity", "neg", "drop_path",
 )
 _BUILDERS: dict[str, Callable[..., Rule | None]] = {
     **dict.fromkeys(_UNARY_KINDS, _unary), **dict.fromkeys(("add", "sub", "mul", "div"), _binary),
@@ -448,7 +606,9 @@ _BUILDERS: dict[str, Callable[..., Rule | None]] = {
     "group_norm": _group_norm, "batch_norm": _batch_norm, "softmax": _softmax,
     "log_softmax": _softmax, "reduce": _reduce, "matmul": _matmul, "einsum": _einsum,
     "sdpa": _sdpa, "cat": _cat, "stack": _cat, "chunk": _split, "split": _split,
-    **dict.fromkeys(("flatten", "reshape", "unsqueeze", "squeeze"), _reshape),
+    "tensor_split": _split, "unbind": _unbind, "roll": _roll, "masked_fill": _unary,
+    "compare": _unary,  # a boolean result: no derivative (no pulls)
+    **dict.fromkeys(("flatten", "reshape", "unsqueeze", "squeeze", "unflatten"), _reshape),
     "permute": _permute, "transpose": _permute, "expand": _expand, "getitem": _getitem,
     "pad": _pad,
     "size": _size,

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from alphac.modes import ModeValue, eval_value, is_mode_value
+
 NONLINEAR = frozenset({
     "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
     "leaky_relu", "elu", "softmax", "log_softmax", "sdpa",
@@ -26,10 +28,11 @@ LINEAR = frozenset({
     "conv", "linear", "matmul", "einsum", "batch_norm", "layer_norm", "group_norm",
     "max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "reduce",
     "add", "sub", "mul", "div", "neg", "cat", "stack", "flatten", "reshape", "permute",
-    "transpose", "unsqueeze", "squeeze", "expand", "dropout", "getitem", "chunk", "split",
-    "pad",
+    "transpose", "unsqueeze", "squeeze", "expand", "dropout", "drop_path", "getitem", "chunk",
+    "split",
+    "pad", "unbind", "tensor_split", "unflatten", "roll", "masked_fill",
 })
-TRANSPARENT = frozenset({"identity", "size"})
+TRANSPARENT = frozenset({"identity", "size", "mode_value"})
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def _freeze(value: Any) -> Any:
 def _spec(kind: str, node: fx.Node, **params: Any) -> OpSpec:
     frozen = tuple(sorted((k, _freeze(v)) for k, v in params.items()))
     operands = tuple(
-        dict.fromkeys(a.name for a in node.all_input_nodes if a.op != "get_attr")
+        dict.fromkeys(a.name for a in node.all_input_nodes
+                      if a.op != "get_attr" and not is_mode_value(a))
     )
     return OpSpec(kind, frozen, operands)
 
@@ -162,7 +166,15 @@ def _module_spec(node: fx.Node, module: nn.Module) -> OpSpec:
     if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
         n = int(type(m).__name__[-2])
         return _spec("adaptive_max_pool", node, output_size=_tuple(m.output_size, n))
+    if isinstance(m, ModeValue):  # a mode-dependent constant (alphac.modes): its eval value
+        return _spec("mode_value", node, value=m.eval_value)
+    if type(m).__name__ in _DROP_PATH_CLASSES:  # a leaf of the tracer: identity in eval mode
+        return _spec("drop_path", node, p=getattr(m, "drop_prob", getattr(m, "p", None)))
     return _spec("unknown", node, target=type(m).__qualname__)
+
+
+#: Stochastic depth (timm DropPath/DropBlock2d, torchvision StochasticDepth), known by class name.
+_DROP_PATH_CLASSES = frozenset({"DropPath", "DropBlock2d", "StochasticDepth"})
 
 
 def _shape_of(value: Any) -> tuple[int, ...] | None:
@@ -186,7 +198,10 @@ _SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "elu": ("elu", (), {}), "hardtanh": ("relu6", (), {}),
     "softmax": ("softmax", ("dim",), {"dim": -1}), "_softmax": ("softmax", ("dim",), {}),
     "log_softmax": ("log_softmax", ("dim",), {"dim": -1}),
-    "scaled_dot_product_attention": ("sdpa", (), {}),
+    "scaled_dot_product_attention": ("sdpa", ("key", "value", "attn_mask", "dropout_p",
+                                              "is_causal", "scale", "enable_gqa"),
+                                     {"attn_mask": None, "dropout_p": 0.0, "is_causal": False,
+                                      "scale": None, "enable_gqa": False}),
     "conv1d": ("conv", ("weight", "bias", "stride", "padding", "dilation", "groups"),
                {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
     "conv2d": ("conv", ("weight", "bias", "stride", "padding", "dilation", "groups"),
@@ -230,6 +245,16 @@ _SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "unsqueeze": ("unsqueeze", ("dim",), {}), "squeeze": ("squeeze", ("dim",), {"dim": None}),
     "chunk": ("chunk", ("chunks", "dim"), {"dim": 0}),
     "split": ("split", ("split_size", "dim"), {"dim": 0}),
+    "split_with_sizes": ("split", ("split_size", "dim"), {"dim": 0}),
+    "tensor_split": ("tensor_split", ("sections", "dim"), {"dim": 0}),
+    "unbind": ("unbind", ("dim",), {"dim": 0}),
+    "unflatten": ("unflatten", ("dim", "sizes"), {}),
+    "roll": ("roll", ("shifts", "dims"), {"dims": None}),
+    "masked_fill": ("masked_fill", ("mask", "value"), {}),
+    # Size arithmetic (``H // ws``, ``(ws - H % ws) % ws``); on tensors too, elementwise.
+    "floordiv": ("floordiv", (), {}), "floor_divide": ("floordiv", (), {}),
+    "mod": ("mod", (), {}), "remainder": ("mod", (), {}),
+    **dict.fromkeys(["gt", "lt", "ge", "le", "eq", "ne"], ("compare", (), {})),
     "getitem": ("getitem", ("index",), {}), "select": ("getitem", ("dim", "index"), {}),
     "slice": ("getitem", ("dim", "start", "end", "step"), {}),
     "size": ("size", ("dim",), {"dim": None}), "dim": ("size", (), {}),
@@ -267,17 +292,33 @@ def target_name(node: fx.Node) -> str:
     return name.rstrip("_") if name.endswith("_") and name != "__getitem__" else name.strip("_")
 
 
+def placeholder_default(value: Any) -> Any:
+    """``value``, or its default when it is a non-tensor placeholder with one (timm's
+    ``forward(x, attn_mask=None, is_causal=False)``): the value it had when the graph was traced."""
+    if (isinstance(value, fx.Node) and value.op == "placeholder" and value.args
+            and value.meta.get("tensor_meta") is None):
+        return value.args[0]
+    return value
+
+
 def _bind(names: tuple[str, ...], defaults: dict[str, Any], node: fx.Node) -> dict[str, Any]:
     bound = dict(defaults)
     bound.update(zip(names, node.args[1:], strict=False))
     bound.update({k: v for k, v in node.kwargs.items() if k in names})
-    return bound
+    return {k: placeholder_default(_eval_constant(v)) for k, v in bound.items()}
+
+
+def _eval_constant(value: Any) -> Any:
+    """A :class:`~alphac.modes.ModeValue` argument as its eval value: analyses mean eval mode."""
+    return eval_value(value) if is_mode_value(value) else value
 
 
 def op_spec(node: fx.Node, modules: dict[str, nn.Module] | None = None) -> OpSpec:
     """The :class:`OpSpec` of ``node``; ``modules`` maps ``call_module`` targets to modules."""
     if node.op == "call_module":
         module = (modules or {}).get(str(node.target))
+        if module is None and is_mode_value(node):
+            return _spec("mode_value", node, value=eval_value(node))
         return _module_spec(node, module) if module is not None else _spec(
             "unknown", node, target=str(node.target))
     if node.op not in ("call_function", "call_method"):
@@ -342,5 +383,6 @@ def graph_modules(gm: fx.GraphModule) -> dict[str, nn.Module]:
 
 
 __all__ = [
-    "LINEAR", "NONLINEAR", "TRANSPARENT", "OpSpec", "graph_modules", "op_spec", "target_name",
+    "LINEAR", "NONLINEAR", "TRANSPARENT", "OpSpec", "graph_modules", "op_spec",
+    "placeholder_default", "target_name",
 ]

@@ -13,7 +13,6 @@ warning per op), so the fact is always exact at the traced input.
 from __future__ import annotations
 
 import random
-import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import sympy
 from torch import fx
 
 from alphac.analysis import AnalysisManager
+from alphac.diagnostics import report
 from alphac.ir import Subgraph, node_map
 from alphac.lattice import Lattice
 from alphac.passes.analysis.mixing_boxes import float_shape
@@ -33,11 +33,11 @@ from alphac.passes.analysis.shape_dims import (
     SPATIAL,
     TensorShape,
     channel_first,
+    channel_last,
     clear_same_memo,
     default_layout,
     dims_same,
     evaluate_dim,
-    feature_last,
 )
 from alphac.passes.analysis.shape_rules import Value, apply_rule, clear_rule_memo
 from alphac.properties import INFEASIBLE, Property
@@ -102,7 +102,8 @@ class _Context:
     nodes: dict[str, fx.Node]
     modules: dict[str, Any]
     specs: dict[str, OpSpec] = field(default_factory=dict)
-    layouts: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, str | None] = field(default_factory=dict)
+    whole: dict[str, Value] | None = None  # the whole graph's values, for what varies
 
     def spec(self, node: fx.Node) -> OpSpec:
         if node.name not in self.specs:
@@ -165,50 +166,131 @@ _PRESERVING = frozenset({"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "ha
                          "identity", "neg", "add", "sub", "mul", "div", "cat"})
 
 
-def external_layout(ctx: _Context, node: fx.Node, depth: int = 0) -> str:
-    """The layout of a value produced outside the subgraph, from the ops that produced it."""
-    if node.name in ctx.layouts:
-        return ctx.layouts[node.name]
-    layout = _layout_from_producer(ctx, node, tensor_rank(node) or 0, depth)
-    ctx.layouts[node.name] = layout
-    return layout
+_LAYOUT_KEEPING = _PRESERVING | {"pad", "roll", "masked_fill"}
+_SEARCH_DEPTH = 48
 
 
-def _layout_from_producer(ctx: _Context, node: fx.Node, rank: int, depth: int) -> str:
-    if node.op != "placeholder" and node.op != "get_attr" and depth < 48:
-        spec = ctx.spec(node)
-        if spec.kind in _CHANNEL_FIRST and rank >= 3:
-            return channel_first(rank)
-        if spec.kind in _FEATURE_LAST:
-            return feature_last(default_layout(rank))
-        same_rank = [a for a in node.all_input_nodes
-                     if a.op != "get_attr" and tensor_rank(a) == rank]
-        if spec.kind in _PRESERVING and same_rank:
-            decisive = [a for a in same_rank if ctx.spec(a).kind in _DECISIVE]
-            return external_layout(ctx, (decisive or same_rank)[0], depth + 1)
-        if spec.kind in ("transpose", "permute", "flatten") and node.all_input_nodes:
-            src = node.all_input_nodes[0]
-            src_layout = external_layout(ctx, src, depth + 1)
-            shape = traced_shape(src)
-            if shape and len(src_layout) == len(shape):
-                x = TensorShape(tuple(sympy.Integer(s) for s in shape), src_layout)
-                out = apply_rule(spec, (x,), {}, "")
-                if isinstance(out, TensorShape) and out.rank == rank:
-                    return out.layout
-    return default_layout(rank)
+def external_layout(ctx: _Context, node: fx.Node, inside: frozenset[str] | None = None) -> str:
+    """The layout of a value produced outside the subgraph ``inside`` (node names).
+
+    Evidence comes first from the ops inside that consume it (a conv reads features at dim 1, a
+    linear or layer norm last), so every block of one type labels its inputs alike whatever
+    precedes it; then from the ops that produced it; else by rank (:func:`default_layout`).
+    Example: swin's block input (B, 8, 8, 48), read by a LayerNorm, is ``NHWC``.
+    """
+    rank = tensor_rank(node) or 0
+    found = _layout_from_consumers(ctx, node, rank, inside, 0)
+    if found is None:
+        found = _producer_layout(ctx, node, rank, 0)
+    return found if found is not None and len(found) == rank else default_layout(rank)
+
+
+def _first_operand(user: fx.Node) -> Any:
+    return user.args[0] if user.args else next(iter(user.kwargs.values()), None)
+
+
+def _consumer_says(ctx: _Context, node: fx.Node, user: fx.Node, rank: int) -> str | None:
+    spec = ctx.spec(user)
+    if _first_operand(user) is not node:
+        return None
+    if spec.kind in _CHANNEL_FIRST and rank >= 3:
+        return channel_first(rank)
+    if spec.kind == "linear" or (spec.kind == "layer_norm"
+                                 and len(spec.get("normalized_shape") or ()) == 1):
+        return channel_last(rank)
+    return None
+
+
+def _layout_from_consumers(ctx: _Context, node: fx.Node, rank: int,
+                           inside: frozenset[str] | None, depth: int) -> str | None:
+    users = [u for u in node.users if inside is None or u.name in inside]
+    for user in users:  # direct evidence first, then evidence further down
+        found = _consumer_says(ctx, node, user, rank)
+        if found is not None:
+            return found
+    if depth >= _SEARCH_DEPTH:
+        return None
+    for user in users:
+        kind = ctx.spec(user).kind
+        if kind in _LAYOUT_KEEPING and tensor_rank(user) == rank:
+            found = _layout_from_consumers(ctx, user, rank, inside, depth + 1)
+        elif kind in ("permute", "transpose") and _first_operand(user) is node:
+            out = _layout_from_consumers(ctx, user, rank, inside, depth + 1)
+            found = _unpermute(ctx.spec(user), out, rank) if out is not None else None
+        else:
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _unpermute(spec: OpSpec, out: str, rank: int) -> str | None:
+    """The input layout of a permute/transpose whose output has layout ``out``."""
+    if len(out) != rank:
+        return None
+    if spec.kind == "transpose":
+        order = list(range(rank))
+        a, b = spec.get("dim0", 0) % rank, spec.get("dim1", 1) % rank
+        order[a], order[b] = order[b], order[a]
+    else:
+        order = [d % rank for d in spec.get("dims") or () if isinstance(d, int)]
+    if sorted(order) != list(range(rank)):
+        return None
+    letters = ["?"] * rank
+    for k, d in enumerate(order):
+        letters[d] = out[k]
+    return "".join(letters)
+
+
+def _producer_layout(ctx: _Context, node: fx.Node, rank: int, depth: int) -> str | None:
+    """The layout the ops that produced ``node`` give it (memoized per graph), None if unknown."""
+    if node.name not in ctx.layouts:
+        ctx.layouts[node.name] = _layout_from_producer(ctx, node, rank, depth)
+    return ctx.layouts[node.name]
+
+
+def _layout_from_producer(ctx: _Context, node: fx.Node, rank: int, depth: int) -> str | None:
+    if node.op in ("placeholder", "get_attr") or depth >= _SEARCH_DEPTH:
+        return None
+    spec = ctx.spec(node)
+    if spec.kind in _CHANNEL_FIRST and rank >= 3:
+        return channel_first(rank)
+    if spec.kind in ("linear", "layer_norm"):
+        return channel_last(rank)
+    if spec.kind in _FEATURE_LAST:  # attention maps and heads: (B, heads, N, d)
+        return ("N" + "?" * (rank - 3) + "LC") if rank >= 3 else default_layout(rank)
+    same_rank = [a for a in node.all_input_nodes if a.op != "get_attr" and tensor_rank(a) == rank]
+    if spec.kind in _LAYOUT_KEEPING and same_rank:
+        decisive = [a for a in same_rank if ctx.spec(a).kind in _DECISIVE]
+        return _producer_layout(ctx, (decisive or same_rank)[0], rank, depth + 1)
+    if spec.kind in ("transpose", "permute", "flatten") and node.all_input_nodes:
+        src = node.all_input_nodes[0]
+        shape = traced_shape(src)
+        src_layout = _producer_layout(ctx, src, len(shape or ()), depth + 1)
+        if shape and src_layout is not None and len(src_layout) == len(shape):
+            x = TensorShape(tuple(sympy.Integer(s) for s in shape), src_layout)
+            out = apply_rule(spec, (x,), {}, "")
+            if isinstance(out, TensorShape) and out.rank == rank:
+                return out.layout
+    return None
 
 
 # ---- symbolization and propagation ---------------------------------------------------------------
 class _Symbolizer:
-    """Gives input dimensions symbols: one per (role, concrete size), numbered within a role."""
+    """Gives input dimensions symbols: one per (role, concrete size), numbered within a role.
+
+    A size-1 dimension stays the constant 1 (it broadcasts) unless it is one that varies with the
+    model's input: the batch always, a spatial dim where ``varies`` says so (a 1x1 map of a deep
+    stage grows with the resolution; one after global pooling does not).
+    """
 
     def __init__(self) -> None:
         self.by_role: dict[str, dict[int, sympy.Expr]] = {}
         self.bindings: dict[sympy.Symbol, int] = {}
 
-    def dimension(self, role: str, size: int) -> sympy.Expr:
-        if size == 1 and role != "N":
-            return ONE  # a size-1 dimension is degenerate (it broadcasts); keep it constant
+    def dimension(self, role: str, size: int, varies: bool = False) -> sympy.Expr:
+        if size == 1 and role != "N" and not (varies and role in SPATIAL):
+            return ONE
         if role == "C" and size <= MAX_CONSTANT_CHANNELS:
             return sympy.Integer(size)
         table = self.by_role.setdefault(role, {})
@@ -219,9 +301,27 @@ class _Symbolizer:
             self.bindings[symbol] = size
         return table[size]
 
-    def tensor(self, shape: tuple[int, ...], layout: str) -> TensorShape:
-        dims = tuple(self.dimension(role, size) for role, size in zip(layout, shape, strict=True))
+    def tensor(self, shape: tuple[int, ...], layout: str,
+               varies: tuple[bool, ...] | None = None) -> TensorShape:
+        flags = varies or (True,) * len(shape)
+        dims = tuple(self.dimension(role, size, v)
+                     for role, size, v in zip(layout, shape, flags, strict=True))
         return TensorShape(dims, layout)
+
+
+def _varying(ctx: _Context, gm: fx.GraphModule, node: fx.Node) -> tuple[bool, ...] | None:
+    """Per dim of ``node``, whether its size follows the model's input (symbolic in the whole
+    graph's values); only size-1 dims ask. None: all may vary (a model input, no size 1)."""
+    shape = traced_shape(node)
+    if node.op == "placeholder" or 1 not in shape:
+        return None
+    if ctx.whole is None:
+        ctx.whole = {}  # guards against re-entry while the whole graph is inferred
+        ctx.whole = dict(_infer(ctx, Subgraph.whole(gm))[2])
+    value = ctx.whole.get(node.name)
+    if not isinstance(value, TensorShape) or value.rank != len(shape):
+        return tuple(False for _ in shape)
+    return tuple(bool(d.free_symbols) for d in value.dims)
 
 
 def _freeze(value: Any, env: dict[str, Value]) -> Any:
@@ -243,10 +343,8 @@ _WARNED: set[str] = set()
 
 
 def _warn_once(what: str, why: str) -> None:
-    if what not in _WARNED:
-        _WARNED.add(what)
-        warnings.warn(f"shape analysis: {why} for op {what!r}; using its traced shape as "
-                      "constants", stacklevel=3)
+    report("shape", what, f"shape analysis: {why} for op {what!r}; using its traced shape as "
+           "constants", seen=_WARNED, stacklevel=3)
 
 
 def _constant(shape: Any, layout: str | None = None) -> Value:
@@ -327,25 +425,35 @@ class ShapeAnalysis:
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> ShapeFact:
         ctx = graph_context(gm)
-        symbols = _Symbolizer()
-        env: dict[str, Value] = {}
-        inputs = []
-        for name in subgraph.inputs:
-            node = ctx.nodes[name]
-            if tensor_rank(node) is not None:
-                env[name] = symbols.tensor(traced_shape(node), external_layout(ctx, node))
-                if _is_float(node):
-                    inputs.append(env[name])
-        for name in subgraph.inputs:
-            if name not in env:
-                env[name] = _external_value(ctx, ctx.nodes[name], env)
-        bindings = MappingProxyType(symbols.bindings)
-        for name in subgraph.nodes:
-            env[name] = _infer_node(ctx, ctx.nodes[name], env, bindings)
+        inputs, bindings, env = _infer(ctx, subgraph, gm)
         outputs = tuple(env[n] for n in subgraph.outputs
                         if isinstance(env[n], TensorShape) and _is_float(ctx.nodes[n]))
         inner = {n: env[n] for n in (*subgraph.inputs, *subgraph.nodes)}
         return ShapeFact(tuple(inputs), outputs, bindings, MappingProxyType(inner))
+
+
+def _infer(ctx: _Context, subgraph: Subgraph, gm: fx.GraphModule | None = None
+           ) -> tuple[list[TensorShape], Mapping[sympy.Symbol, int], dict[str, Value]]:
+    """Symbolize the inputs of ``subgraph``, then propagate: (float inputs, bindings, values)."""
+    symbols = _Symbolizer()
+    env: dict[str, Value] = {}
+    inputs = []
+    inside = frozenset(subgraph.nodes)
+    for name in subgraph.inputs:
+        node = ctx.nodes[name]
+        if tensor_rank(node) is not None:
+            varies = _varying(ctx, gm, node) if gm is not None else None
+            env[name] = symbols.tensor(traced_shape(node), external_layout(ctx, node, inside),
+                                       varies)
+            if _is_float(node):
+                inputs.append(env[name])
+    for name in subgraph.inputs:
+        if name not in env:
+            env[name] = _external_value(ctx, ctx.nodes[name], env)
+    bindings = MappingProxyType(symbols.bindings)
+    for name in subgraph.nodes:
+        env[name] = _infer_node(ctx, ctx.nodes[name], env, bindings)
+    return inputs, bindings, env
 
 
 # ---- lattice and property ------------------------------------------------------------------------

@@ -127,6 +127,12 @@ def channel_first(rank: int) -> str:
     return known.get(rank, ("NC" + "?" * max(rank - 2, 0))[:rank])
 
 
+def channel_last(rank: int) -> str:
+    """Spatial letters then ``C``: 2 -> ``NC``, 3 -> ``NLC``, 4 -> ``NHWC``, 5 -> ``NDHWC``."""
+    known = {2: "NC", 3: "NLC", 4: "NHWC", 5: "NDHWC"}
+    return known.get(rank, ("N" + "?" * max(rank - 2, 0) + "C")[-rank:] if rank else "")
+
+
 def feature_last(layout: str) -> str:
     """``layout`` with features moved last: ``NCHW`` -> ``NCH?``... ``N??`` -> ``N?C``."""
     if not layout:

@@ -106,15 +106,30 @@ def _linear(spec, args, kwargs, target):
     return TensorShape((*x.dims[:-1], width), feature_last(x.layout))
 
 
+def _size_arith(kind: str, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+    """``a <op> b`` on sizes: ``H * W``, ``B_ // nW``, ``(ws - H % ws) % ws``, ``C / heads``."""
+    if kind in ("add", "sub", "mul"):
+        return {"add": a + b, "sub": a - b, "mul": a * b}[kind]
+    if kind == "div":
+        return a / b
+    if b.is_zero:
+        return None
+    if kind == "floordiv":
+        return div_floor(a, int(b)) if b.is_Integer and b > 0 else sympy.floor(a / b)
+    if kind == "mod":
+        return sympy.Mod(a, b)
+    return None
+
+
 def _arith(spec, args, kwargs, target):
     tensors = _tensors(args)
     if not tensors:  # arithmetic on sizes, e.g. x.shape[1] * 2
         values = [as_expr(a) for a in args]
         if len(values) != 2 or _missing(values):
             return None
-        a, b = values
-        ops = {"add": a + b, "sub": a - b, "mul": a * b}
-        return ops.get(spec.kind, a / b if spec.kind == "div" else None)
+        return _size_arith(spec.kind, *values)
+    if spec.kind == "masked_fill":
+        tensors = tensors[:1]  # the mask broadcasts to the input, never the other way round
     dims = broadcast_dims([t.dims for t in tensors])
     best = max(tensors, key=lambda t: (t.rank, -t.layout.count("?")))
     layout = best.layout if best.rank == len(dims) else default_layout(len(dims))
@@ -157,8 +172,9 @@ def _einsum(spec, args, kwargs, target):
     return TensorShape(tuple(sizes[ch] for ch in rhs), fix_layout([roles[ch] for ch in rhs]))
 
 
-def _sdpa(spec, args, kwargs, target):
-    q, v = (args[0], args[2]) if len(args) >= 3 else (None, None)
+def _sdpa_shape(spec, args, kwargs, target):
+    q = args[0] if args else kwargs.get("query")
+    v = args[2] if len(args) >= 3 else kwargs.get("value")
     if not isinstance(q, TensorShape) or not isinstance(v, TensorShape):
         return None
     return TensorShape((*q.dims[:-1], v.dims[-1]), feature_last(q.layout))
@@ -321,8 +337,10 @@ def _index_tensor(x: TensorShape, index: Any) -> TensorShape | None:
         if isinstance(item, int) and not isinstance(item, bool):
             pos += 1
             continue
+        if isinstance(item, TensorShape):
+            return _advanced_index(x, items)
         if not _is_slice(item):
-            return None  # tensor (advanced) indexing
+            return None
         length = _slice_length(x.dims[pos], item)
         if length is None:
             return None
@@ -332,6 +350,28 @@ def _index_tensor(x: TensorShape, index: Any) -> TensorShape | None:
     dims.extend(x.dims[pos:])
     letters.extend(x.layout[pos:])
     return TensorShape(tuple(dims), fix_layout(letters))
+
+
+def _advanced_index(x: TensorShape, items: list) -> TensorShape | None:
+    """``x[..., idx, ...]`` with integer index tensors (torch's advanced indexing): the indexed
+    dims are replaced by the broadcast index shape, in place when the index tensors are adjacent,
+    else in front. Slices and ``None`` must be plain (``:``); bool masks are data-dependent."""
+    if len(items) > x.rank or any(not (isinstance(i, TensorShape) or _is_full_slice(i))
+                                  for i in items):
+        return None
+    where = [k for k, i in enumerate(items) if isinstance(i, TensorShape)]
+    index = broadcast_dims([items[k].dims for k in where])
+    adjacent = where == list(range(where[0], where[-1] + 1))
+    rest = [k for k in range(x.rank) if k not in where]
+    before = [k for k in rest if k < where[0]] if adjacent else []
+    after = [k for k in rest if k not in before]
+    dims = [x.dims[k] for k in before] + list(index) + [x.dims[k] for k in after]
+    letters = [x.layout[k] for k in before] + ["?"] * len(index) + [x.layout[k] for k in after]
+    return TensorShape(tuple(dims), fix_layout(letters))
+
+
+def _is_full_slice(item: Any) -> bool:
+    return _is_slice(item) and item[1:] == (None, None, None)
 
 
 def _is_slice(item: Any) -> bool:
@@ -373,9 +413,12 @@ def _chunk(spec, args, kwargs, target):
     if spec.kind == "chunk":
         pieces = [n / spec.get("chunks")] * spec.get("chunks")
     else:
-        size = spec.get("split_size")
+        size = args[1] if len(args) > 1 else kwargs.get("split_size", spec.get("split_size"))
+        ratio = n / size if as_expr(size) is not None else None
         if isinstance(size, tuple):
             pieces = [as_expr(s) for s in size]
+        elif ratio is not None and ratio.is_Integer and ratio > 0:  # qkv.split(C, -1) on 3*C
+            pieces = [as_expr(size)] * int(ratio)
         elif isinstance(size, int) and not n.free_symbols:
             total = int(n)
             pieces = [sympy.Integer(min(size, total - i)) for i in range(0, total, size)]
@@ -386,8 +429,59 @@ def _chunk(spec, args, kwargs, target):
     return tuple(TensorShape((*x.dims[:d], p, *x.dims[d + 1:]), x.layout) for p in pieces)
 
 
+def _unbind(spec, args, kwargs, target):
+    x = _x(args)
+    if x is None or x.rank == 0:
+        return None
+    d = norm_dim(spec.get("dim", 0), x.rank)
+    if not x.dims[d].is_Integer:
+        return None  # as many tensors as the symbolic size: only the trace can tell
+    piece = TensorShape(x.dims[:d] + x.dims[d + 1:], x.layout[:d] + x.layout[d + 1:])
+    return (piece,) * int(x.dims[d])
+
+
+def _tensor_split(spec, args, kwargs, target):
+    x, sections = _x(args), spec.get("sections")
+    if x is None:
+        return None
+    d = norm_dim(spec.get("dim", 0), x.rank)
+    n = x.dims[d]
+    if isinstance(sections, int) and not isinstance(sections, bool):
+        if not n.is_Integer:
+            return None
+        total = int(n)
+        pieces = [sympy.Integer(total // sections + (i < total % sections))
+                  for i in range(sections)]
+    elif isinstance(sections, tuple):
+        bounds = [sympy.Integer(0), *(as_expr(b) for b in sections), n]
+        if _missing(bounds):
+            return None
+        pieces = [sympy.Max(0, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+    else:
+        return None
+    return tuple(TensorShape((*x.dims[:d], p, *x.dims[d + 1:]), x.layout) for p in pieces)
+
+
+def _unflatten(spec, args, kwargs, target):
+    x, sizes = _x(args), spec.get("sizes")
+    if x is None or not isinstance(sizes, tuple):
+        return None
+    d = norm_dim(spec.get("dim"), x.rank)
+    dims = [None if _is_minus_one(s) else as_expr(s) for s in sizes]
+    known = [e for e in dims if e is not None]
+    if len(known) < len(dims) - 1 or _missing([as_expr(s) for s in sizes if not _is_minus_one(s)]):
+        return None
+    if len(known) != len(dims):
+        dims[dims.index(None)] = x.dims[d] / sympy.Mul(*known)
+    role = x.layout[d]
+    letters = [role if dims_same(e, x.dims[d]) else "?" for e in dims]
+    layout = fix_layout(list(x.layout[:d]) + letters + list(x.layout[d + 1:]))
+    return TensorShape((*x.dims[:d], *dims, *x.dims[d + 1:]), layout)
+
+
 def _pad(spec, args, kwargs, target):
-    x, pad = _x(args), spec.get("pad")
+    x = _x(args)
+    pad = args[1] if len(args) > 1 else kwargs.get("pad", spec.get("pad"))  # sizes may be symbolic
     if x is None or not isinstance(pad, tuple) or len(pad) > 2 * x.rank:
         return None
     dims = list(x.dims)
@@ -403,7 +497,7 @@ def _size(spec, args, kwargs, target):
     x = _x(args)
     if x is None:
         return None
-    if target == "dim":
+    if target == "dim" or spec.get("attr") == "ndim":
         return sympy.Integer(x.rank)
     if spec.get("attr", "shape") != "shape":
         return None
@@ -427,17 +521,20 @@ def _reduce(spec, args, kwargs, target):
 RULES: dict[str, Rule] = {
     **dict.fromkeys(
         ["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
-         "leaky_relu", "elu", "softmax", "log_softmax", "dropout", "identity", "neg"],
+         "leaky_relu", "elu", "softmax", "log_softmax", "dropout", "identity", "neg",
+         "drop_path"],
         _same_shape),
     "batch_norm": _channel_first_same, "group_norm": _channel_first_same,
     "layer_norm": _layer_norm, "conv": _conv, "linear": _linear,
     "max_pool": _pool, "avg_pool": _pool,
     "adaptive_avg_pool": _adaptive_pool, "adaptive_max_pool": _adaptive_pool,
-    "add": _arith, "sub": _arith, "mul": _arith, "div": _arith,
-    "matmul": _matmul, "einsum": _einsum, "sdpa": _sdpa, "cat": _cat, "stack": _cat,
+    "add": _arith, "sub": _arith, "mul": _arith, "div": _arith, "floordiv": _arith,
+    "mod": _arith, "masked_fill": _arith, "compare": _arith, "roll": _same_shape,
+    "matmul": _matmul, "einsum": _einsum, "sdpa": _sdpa_shape, "cat": _cat, "stack": _cat,
     "flatten": _flatten, "reshape": _reshape, "permute": _permute, "transpose": _transpose,
     "unsqueeze": _unsqueeze, "squeeze": _squeeze, "expand": _expand, "getitem": _getitem,
     "chunk": _chunk, "split": _chunk, "size": _size, "reduce": _reduce, "pad": _pad,
+    "unbind": _unbind, "tensor_split": _tensor_split, "unflatten": _unflatten,
 }
 #: Kinds whose rule reads the raw call target (``x.dim()`` vs ``x.size()``, repeat vs expand).
 _TARGET_SENSITIVE = frozenset({"size", "expand"})

@@ -9,6 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from alphac.analysis import AnalysisManager
 from alphac.frontends import annotate_shapes, load, zoo
+from alphac.frontends.blocks import walk_blocks
 from alphac.ir import Subgraph, count_params, extract, flop_counter_flops
 from alphac.passes.analysis.cost import OTHER_COST, CostAnalysis, CostFact
 from alphac.passes.analysis.ground_truth import subgraph_inputs
@@ -74,7 +75,7 @@ def test_bottleneck_and_vit_costs_are_width_polynomials(zoo_model):
     # 1x1 C->C/4, 3x3 C/4->C/4, 1x1 C/4->C, three batch norms
     assert same(fact.params, C**2 / 4 + 9 * C**2 / 16 + C**2 / 4 + 2 * (C / 4 + C / 4 + C))
     vit = zoo_model("vit_ti4")
-    mlp = next(b for b in vit.blocks if b.kind == "Mlp")
+    mlp = next(b for b in walk_blocks(vit.blocks) if b.kind == "Mlp")
     fact = cost_of(vit.gm, mlp.subgraph(vit.gm))
     assert same(fact.params, 8 * C**2 + 5 * C) and same(fact.flops, 16 * B * N * C**2)
 

@@ -95,6 +95,17 @@ def test_paths_runs_and_size_queries(traced) -> None:
     assert fact.as_dict() == {"0->0": 3, "0->2": 0, "1->1": 1, "1->3": 1}
 
 
+class MaskedPath(nn.Module):
+    def forward(self, x):
+        return torch.relu(x.masked_fill(x > 0.5, 0.0))  # x > 0.5 is a bool mask: no data path
+
+
+def test_paths_through_masks_carry_no_data(traced) -> None:
+    gm = traced(MaskedPath(), (2, 3, 4, 4))
+    # only x -> masked_fill -> relu (L N) counts; x -> gt -> masked_fill would add a run
+    assert infer_depth(gm, Subgraph.whole(gm)).as_dict() == {"0->0": 2}
+
+
 def _brute_force(gm, sub: Subgraph) -> dict[tuple[int, int], int]:
     """Max over explicitly enumerated paths of the number of same-class runs."""
     by_name, inside = node_map(gm), set(sub.nodes)
