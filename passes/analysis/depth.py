@@ -2,8 +2,9 @@
 
 Ops are classed by :attr:`OpSpec.cls`: nonlinear (relu, gelu, silu, sigmoid, softmax, hardswish,
 attention, ...), linear (conv, linear, matmul, norms, pools, add, mul, reshape/permute, dropout,
-...) and transparent (identity, size queries, and ``getitem`` as ALGORITHM.md lists it). An op the
-table does not know counts as nonlinear: it cannot be proved linear. For every (tensor input i,
+...) and transparent (identity, size queries, constants such as ``arange``, comparisons, and
+``getitem`` and aten's ``index`` as ALGORITHM.md lists them). An op the table does not know counts
+as nonlinear: it cannot be proved linear. For every (tensor input i,
 tensor output o) pair with a data path from i to o the value is the maximum over paths of the
 number of maximal same-class runs along the path, transparent ops skipped; pairs without a path are
 absent. Paths through size queries carry no data and do not count. Inputs and outputs are numbered
@@ -39,7 +40,7 @@ DEPTH_CAP = 1 << 20
 
 def depth_class(spec: OpSpec) -> str | None:
     """``'linear'``, ``'nonlinear'`` or None (transparent) for an op."""
-    if spec.kind == "getitem" or spec.cls == "transparent":
+    if spec.kind in ("getitem", "index") or spec.cls == "transparent":
         return None
     return NONLINEAR if spec.cls in (NONLINEAR, "unknown") else LINEAR
 

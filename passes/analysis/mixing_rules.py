@@ -567,6 +567,20 @@ def _getitem(node: fx.Node, spec: OpSpec, x: Any, xs: Shape | None, out: Shape) 
     return _product(node, x, _index_dims(index, xs, out))
 
 
+def _index(node: fx.Node, spec: OpSpec, x: Any, xs: Shape | None, out: Shape) -> Rule | None:
+    """aten's ``x[i0, i1, ...]``: a ``None`` index keeps its dim (``x[:, idx]``); a constant
+    index tensor gathers (as :func:`_getitem`); a table of parameters has no data operand."""
+    if (isinstance(x, fx.Node) and x.op == "get_attr") or xs is None:
+        return NO_PULLS
+    indices = node.args[1] if len(node.args) > 1 else node.kwargs.get("indices", ())
+    index = tuple(slice(None) if i is None else i for i in indices)
+    return _product(node, x, _index_dims(index, xs, out))
+
+
+def _constant(node: fx.Node, spec: OpSpec, x: Any, xs: Any, out: Any) -> Rule | None:
+    return NO_PULLS  # made from sizes alone (arange, zeros, full): no operand to pull from
+
+
 def _batch_norm(node: fx.Node, spec: OpSpec, x: fx.Node, xs: Shape, out: Any) -> Rule | None:
     """Batch norm in eval mode, the mode the property means: with running statistics a
     per-channel affine map, whatever flag torch.export baked in (it traces in train mode; see
@@ -611,11 +625,11 @@ _BUILDERS: dict[str, Callable[..., Rule | None]] = {
     **dict.fromkeys(("flatten", "reshape", "unsqueeze", "squeeze", "unflatten"), _reshape),
     "permute": _permute, "transpose": _permute, "expand": _expand, "getitem": _getitem,
     "pad": _pad,
-    "size": _size,
+    "size": _size, "index": _index, "arange": _constant, "full": _constant,
 }
 #: Builders that work without a float data operand (they read their operands themselves).
 _FREE_OPERANDS = {"matmul", "einsum", "sdpa", "cat", "stack", "getitem", "size", "add", "sub",
-                  "mul", "div"}
+                  "mul", "div", "index", "arange", "full"}
 
 
 def build_rule(node: fx.Node, spec: OpSpec, modules: dict[str, nn.Module]) -> Rule:

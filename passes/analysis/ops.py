@@ -30,9 +30,11 @@ LINEAR = frozenset({
     "add", "sub", "mul", "div", "neg", "cat", "stack", "flatten", "reshape", "permute",
     "transpose", "unsqueeze", "squeeze", "expand", "dropout", "drop_path", "getitem", "chunk",
     "split",
-    "pad", "unbind", "tensor_split", "unflatten", "roll", "masked_fill",
+    "pad", "unbind", "tensor_split", "unflatten", "roll", "masked_fill", "index",
 })
-TRANSPARENT = frozenset({"identity", "size", "mode_value"})
+#: Ops that pass data through unchanged or carry none: constants made from sizes alone
+#: (``arange``, ``zeros``) and comparisons (a boolean mask has no derivative).
+TRANSPARENT = frozenset({"identity", "size", "mode_value", "arange", "full", "compare"})
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,8 @@ _SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "floordiv": ("floordiv", (), {}), "floor_divide": ("floordiv", (), {}),
     "mod": ("mod", (), {}), "remainder": ("mod", (), {}),
     **dict.fromkeys(["gt", "lt", "ge", "le", "eq", "ne"], ("compare", (), {})),
-    "getitem": ("getitem", ("index",), {}), "select": ("getitem", ("dim", "index"), {}),
+    "getitem": ("getitem", ("index",), {}), "index": ("index", ("indices",), {}),
+    "select": ("getitem", ("dim", "index"), {}),
     "slice": ("getitem", ("dim", "start", "end", "step"), {}),
     "size": ("size", ("dim",), {"dim": None}), "dim": ("size", (), {}),
     "sym_size": ("size", ("dim",), {}), "getattr": ("size", ("attr",), {}),
@@ -275,6 +278,9 @@ _SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "replication_pad1d": ("pad", ("pad",), {"mode": "replicate"}),
     "replication_pad2d": ("pad", ("pad",), {"mode": "replicate"}),
     "_pad_circular": ("pad", ("pad",), {"mode": "circular"}),
+    # Tensors made from sizes alone (their rules read the sizes from the arguments): constants.
+    "arange": ("arange", (), {}),
+    **dict.fromkeys(["zeros", "ones", "full", "empty"], ("full", (), {})),
 }
 # Ops whose extra positional arguments are one varargs list (x.view(2, 3) == x.view((2, 3))).
 _VARARGS = {"view": "reshape", "reshape": "reshape", "_unsafe_view": "reshape",

@@ -380,6 +380,8 @@ def _is_slice(item: Any) -> bool:
 
 def _getitem(spec, args, kwargs, target):
     base = args[0] if args else None
+    if target in ("select", "slice"):  # aten's x.select(dim, i), x.slice(dim, start, end, step)
+        return _aten_index(base, _dim_index(target, args, kwargs))
     index = args[1] if len(args) > 1 else spec.get("index")
     if isinstance(index, tuple) and index and index[0] in ("select", "slice_dim"):
         return _aten_index(base, index)
@@ -391,6 +393,56 @@ def _getitem(spec, args, kwargs, target):
         if _is_slice(index):
             return base[slice(*index[1:])]
     return None
+
+
+def _dim_index(target: str, args: tuple, kwargs: dict) -> tuple:
+    """The spec's ``("select", dim, i)`` / ``("slice_dim", dim, start, end, step)`` index, read
+    from the frozen arguments so that symbolic bounds (``x[:, :H]``) stay symbolic."""
+    names = ("dim", "index") if target == "select" else ("dim", "start", "end", "step")
+    bound = {"dim": 0, "start": None, "end": None, "step": 1}
+    bound.update(zip(names, args[1:], strict=False))
+    bound.update({k: v for k, v in kwargs.items() if k in names})
+    if target == "select":
+        return ("select", bound["dim"], bound.get("index"))
+    return ("slice_dim", bound["dim"], bound["start"], bound["end"], bound["step"])
+
+
+def _index(spec, args, kwargs, target):
+    """aten's ``x[i0, i1, ...]`` (``aten.index.Tensor``): ``None`` indices keep their dim."""
+    x = _x(args)
+    indices = args[1] if len(args) > 1 else kwargs.get("indices")
+    if x is None or not isinstance(indices, tuple):
+        return None
+    items = [("slice", None, None, None) if i is None else i for i in indices]
+    if not any(isinstance(i, TensorShape) for i in items):
+        return None
+    return _advanced_index(x, items)
+
+
+def _arange(spec, args, kwargs, target):
+    """``arange(end)``, ``arange(start, end[, step])``: ``ceil((end - start) / step)`` values."""
+    names = ("end",) if len(args) == 1 else ("start", "end", "step")
+    bound = {"start": 0, "step": 1, **dict(zip(names, args, strict=False))}
+    bound.update({k: v for k, v in kwargs.items() if k in ("start", "end", "step")})
+    start, end, step = (as_expr(bound.get(k)) for k in ("start", "end", "step"))
+    if _missing([start, end, step]) or step.is_zero:
+        return None
+    if not (end - start).free_symbols:
+        return TensorShape((sympy.Integer(max(0, -(-int(end - start) // int(step)))),), "?")
+    length = end - start if step == 1 else sympy.ceiling((end - start) / step)
+    return TensorShape((length,), "?")
+
+
+def _full(spec, args, kwargs, target):
+    """``zeros(size)``, ``ones(size)``, ``empty(size)``, ``full(size, value)``: sizes as given."""
+    sizes = args[0] if args else kwargs.get("size")
+    if target != "full" and len(args) > 1:  # torch.zeros(2, 3): the sizes as varargs
+        sizes = args
+    sizes = tuple(sizes) if isinstance(sizes, tuple | list) else (sizes,)
+    dims = [as_expr(s) for s in sizes]
+    if _missing(dims):
+        return None
+    return TensorShape(tuple(dims), default_layout(len(dims)))
 
 
 def _aten_index(x: Any, index: tuple) -> Value:
@@ -535,9 +587,11 @@ RULES: dict[str, Rule] = {
     "unsqueeze": _unsqueeze, "squeeze": _squeeze, "expand": _expand, "getitem": _getitem,
     "chunk": _chunk, "split": _chunk, "size": _size, "reduce": _reduce, "pad": _pad,
     "unbind": _unbind, "tensor_split": _tensor_split, "unflatten": _unflatten,
+    "index": _index, "arange": _arange, "full": _full,
 }
-#: Kinds whose rule reads the raw call target (``x.dim()`` vs ``x.size()``, repeat vs expand).
-_TARGET_SENSITIVE = frozenset({"size", "expand"})
+#: Kinds whose rule reads the raw call target (``x.dim()`` vs ``x.size()``, repeat vs expand,
+#: aten's select/slice vs ``x[i]``, full vs zeros).
+_TARGET_SENSITIVE = frozenset({"size", "expand", "getitem", "full"})
 
 _CACHE: dict[Any, Value] = {}
 
