@@ -6,7 +6,8 @@ values. It may ask ``am`` for other facts (mixing asks for shapes), which are ca
 
 The manager caches facts per GraphModule, keyed by (analysis, subgraph) and stamped with the
 graph version (:func:`alphac.rewriter.graph_version`); a Rewriter edit bumps the version, so stale
-facts are never served.
+facts are never served. It also owns one scratch store per graph (:meth:`AnalysisManager.graph_cache`)
+where analyses keep their per-graph tables (a node map, memoized op specs), emptied with the facts.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class AnalysisManager:
         self._cache: weakref.WeakKeyDictionary[fx.GraphModule, dict[Any, tuple[int, Any]]] = (
             weakref.WeakKeyDictionary()
         )
+        self._scratch: weakref.WeakKeyDictionary[fx.GraphModule, tuple[tuple[int, int], dict]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.stats = CacheStats()
 
     def get(self, analysis: Analysis[Any], gm: fx.GraphModule, subgraph: Subgraph | None = None):
@@ -73,14 +77,30 @@ class AnalysisManager:
         entries[key] = (version, fact)
         return fact
 
+    def graph_cache(self, gm: fx.GraphModule) -> dict[str, Any]:
+        """A scratch dict for ``gm``'s per-graph tables, empty again once the graph changes.
+
+        Stamped with the graph version and node count (the count catches an edit made without a
+        Rewriter). Pre: what is stored must not hold ``gm`` strongly (nodes do: store names, or
+        hold nodes weakly), or ``gm`` would never be collected.
+        Example: ``am.graph_cache(gm).setdefault("index", ...)`` is the same object until an edit.
+        """
+        stamp = (graph_version(gm), len(gm.graph.nodes))
+        hit = self._scratch.get(gm)
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, {})
+            self._scratch[gm] = hit
+        return hit[1]
+
     def cached(self, gm: fx.GraphModule) -> int:
         """How many facts for ``gm`` are cached and still valid."""
         version = graph_version(gm)
         return sum(1 for v, _ in self._cache.get(gm, {}).values() if v == version)
 
     def invalidate(self, gm: fx.GraphModule) -> None:
-        """Drop every fact cached for ``gm``."""
+        """Drop every fact and the scratch store cached for ``gm``."""
         self._cache.pop(gm, None)
+        self._scratch.pop(gm, None)
 
     def restamp(self, gm: fx.GraphModule, old_version: int, preserved: frozenset[str]) -> None:
         """After an edit, keep the facts of analyses (by name) that the edit declared preserved."""

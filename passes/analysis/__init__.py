@@ -20,7 +20,7 @@ from alphac.passes.analysis.mixing import (
     tensor_inputs,
     tensor_outputs,
 )
-from alphac.passes.analysis.ops import OpSpec, graph_modules, op_spec
+from alphac.passes.analysis.registry import REGISTRY, Op, OpKind, OpSpec, normalize
 from alphac.passes.analysis.shape import (
     ShapeAnalysis,
     ShapeFact,
@@ -32,6 +32,7 @@ from alphac.passes.analysis.shape import (
 
 __all__ = [
     "OTHER_COST",
+    "REGISTRY",
     "Cost",
     "CostAnalysis",
     "CostFact",
@@ -45,6 +46,8 @@ __all__ = [
     "MixingFact",
     "MixingLattice",
     "MixingProperty",
+    "Op",
+    "OpKind",
     "OpSpec",
     "ShapeAnalysis",
     "ShapeFact",
@@ -52,8 +55,7 @@ __all__ = [
     "ShapeProperty",
     "TensorShape",
     "evaluate_dim",
-    "graph_modules",
-    "op_spec",
+    "normalize",
     "tensor_inputs",
     "tensor_outputs",
 ]

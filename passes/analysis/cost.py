@@ -14,7 +14,6 @@ Shape-only ops (reshape, permute, getitem, dropout at inference, ...) cost nothi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,24 +25,20 @@ from torch import fx, nn
 from alphac.analysis import AnalysisManager
 from alphac.diagnostics import report
 from alphac.ir import Subgraph
-from alphac.passes.analysis.ops import OpSpec
-from alphac.passes.analysis.shape import (
-    ShapeAnalysis,
-    ShapeFact,
-    TensorShape,
-    evaluate_dim,
-    graph_context,
-)
+from alphac.passes.analysis.index import GraphIndex, graph_index
+from alphac.passes.analysis.registry import REGISTRY, activations, norms
+from alphac.passes.analysis.registry.common import FREE as _FREE
+from alphac.passes.analysis.shape import ShapeAnalysis, ShapeFact, evaluate_dim
 from alphac.passes.analysis.shape_dims import dims_same
 
 __all__ = ["OTHER_COST", "Cost", "CostAnalysis", "CostFact"]
 
 ZERO = sympy.Integer(0)
-#: FLOPs per element for the ops outside ``flops`` (see the module docstring).
+#: Other-FLOPs per element of the ops outside ``flops``, as the registry's cost rules count them
+#: (gathered here for reference; the rules live with their kinds): elementwise arithmetic 1.
 OTHER_COST: dict[str, int] = {
-    **dict.fromkeys(["relu", "relu6", "leaky_relu", "add", "sub", "mul", "div", "neg"], 1),
-    **dict.fromkeys(["gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "elu"], 4),
-    "softmax": 5, "log_softmax": 5, "batch_norm": 2, "layer_norm": 5, "group_norm": 5,
+    **dict.fromkeys(["add", "sub", "mul", "div", "neg"], 1),
+    **activations.OTHER_FLOPS, **norms.OTHER_FLOPS,
 }
 
 
@@ -98,97 +93,20 @@ def _probe(expr: sympy.Expr) -> Any:
         return 0
 
 
-def _numel(t: TensorShape) -> sympy.Expr:
-    return sympy.Mul(*t.dims)
-
-
-class _OpCost(NamedTuple):
-    params: sympy.Expr
-    flops: sympy.Expr
-    other: sympy.Expr
-
-
-_FREE = _OpCost(ZERO, ZERO, ZERO)
-
-
-def _conv_cost(spec: OpSpec, x: TensorShape, out: TensorShape) -> _OpCost:
-    groups, cin = spec.get("groups"), spec.get("in_channels")
-    per_group = sympy.Integer(1) if groups == cin else x.dims[1] / groups
-    kernel = math.prod(spec.get("kernel"))
-    weight = out.dims[1] * per_group * kernel
-    bias = out.dims[1] if spec.get("bias") else ZERO
-    if spec.get("transposed"):  # flop_counter: every input position meets the whole kernel
-        flops = 2 * _numel(x) * (out.dims[1] / groups) * kernel
-    else:
-        flops = 2 * _numel(out) * per_group * kernel
-    return _OpCost(weight + bias, flops, _numel(out) if spec.get("bias") else ZERO)
-
-
-def _linear_cost(spec: OpSpec, x: TensorShape, out: TensorShape) -> _OpCost:
-    fin, fout = x.dims[-1], out.dims[-1]
-    bias = fout if spec.get("bias") else ZERO
-    return _OpCost(fin * fout + bias, 2 * _numel(out) * fin,
-                   _numel(out) if spec.get("bias") else ZERO)
-
-
-def _einsum_flops(spec: OpSpec, operands: list[TensorShape]) -> sympy.Expr:
-    equation = str(spec.get("equation", ""))
-    terms = equation.replace(" ", "").split("->")[0].split(",")
-    if len(operands) != 2 or len(terms) != 2 or "." in equation:
-        return ZERO
-    sizes = {}
-    for term, t in zip(terms, operands, strict=True):
-        sizes.update({ch: d for ch, d in zip(term, t.dims, strict=True) if ch not in sizes})
-    return 2 * sympy.Mul(*sizes.values())
-
-
-def _norm_cost(spec: OpSpec, x: TensorShape, out: TensorShape) -> _OpCost:
-    other = OTHER_COST[spec.kind] * _numel(out)
-    if spec.kind == "layer_norm":
-        n = len(spec.get("normalized_shape") or ())
-        width = sympy.Mul(*x.dims[x.rank - n:]) if n else ZERO
-        affine = spec.get("affine", True)
-    else:
-        width, affine = x.dims[1] if x.rank > 1 else ZERO, spec.get("affine", True)
-    return _OpCost(2 * width if affine else ZERO, ZERO, other)
-
-
-def op_cost(spec: OpSpec, out: Any, operands: list[Any]) -> _OpCost:
-    """Symbolic cost of one op from its spec, output value and operand values (shape facts)."""
-    tensors = [o for o in operands if isinstance(o, TensorShape)]
-    if not isinstance(out, TensorShape) or not tensors:
+def _node_cost(index: GraphIndex, node: fx.Node, values: Mapping[str, Any]) -> Any:
+    """``kind.cost(spec, operand values, value)`` for the node's registered kind; an unknown op
+    costs nothing (the shape analysis reports it, so cost stays silent: one report per op)."""
+    op = index.op(node)
+    kind = REGISTRY.get(op.spec.kind)
+    if kind is None:
         return _FREE
-    x, kind = tensors[0], spec.kind
-    if kind == "conv" and x.rank == out.rank:
-        return _conv_cost(spec, x, out)
-    if kind == "linear":
-        return _linear_cost(spec, x, out)
-    if kind == "matmul" and len(tensors) >= 2:
-        return _OpCost(ZERO, 2 * _numel(out) * x.dims[-1], ZERO)
-    if kind == "einsum":
-        return _OpCost(ZERO, _einsum_flops(spec, tensors), ZERO)
-    if kind == "sdpa" and len(tensors) >= 3:
-        q, k, v = tensors[:3]
-        scores = sympy.Mul(*q.dims[:-1]) * k.dims[-2]
-        return _OpCost(ZERO, 2 * scores * (q.dims[-1] + v.dims[-1]), 5 * scores)
-    if kind in ("batch_norm", "layer_norm", "group_norm"):
-        return _norm_cost(spec, x, out)
-    if kind in ("max_pool", "avg_pool"):
-        return _OpCost(ZERO, ZERO, math.prod(spec.get("kernel")) * _numel(out))
-    if kind in ("adaptive_avg_pool", "adaptive_max_pool", "reduce"):
-        return _OpCost(ZERO, ZERO, _numel(x))
-    if kind in OTHER_COST:
-        return _OpCost(ZERO, ZERO, OTHER_COST[kind] * _numel(out))
-    return _FREE
-
-
-def _arg_nodes(args: Any) -> list[fx.Node]:
-    """The nodes among ``args`` in argument order, repeats kept (``sdpa(q, q, q)``)."""
-    if isinstance(args, fx.Node):
-        return [args]
-    if isinstance(args, list | tuple):
-        return [n for a in args for n in _arg_nodes(a)]
-    return []
+    ins = tuple(values.get(o.name) for o in op.operands)
+    try:
+        return kind.cost(op.spec, ins, values.get(node.name))
+    except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError):
+        _warn_once(op.spec.kind, "the cost rule of {what} cannot model this call; counting it as "
+                   "free")
+        return _FREE
 
 
 # ---- parameters: each parameter tensor once, symbolic where the formula checks out ---------------
@@ -228,22 +146,20 @@ class CostAnalysis:
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> CostFact:
         shapes: ShapeFact = am.get(ShapeAnalysis(), gm, subgraph)
-        ctx = graph_context(gm)
+        index = graph_index(gm, am)
         values = shapes.node_shapes
         seen: set[int] = set()
         params, flops, other = [], [], []
-        nodes = [ctx.nodes[name] for name in subgraph.nodes]
+        nodes = [index.nodes[name] for name in subgraph.nodes]
         # Ops claim the parameters they read (module weights, or get_attr weights of a functional
         # conv); parameters left over (a position embedding) count as constants afterwards.
         for node in [n for n in nodes if n.op != "get_attr"] + [n for n in nodes
                                                                 if n.op == "get_attr"]:
-            cost = _FREE
-            if node.op != "get_attr":
-                operands = [values.get(a.name) for a in _arg_nodes(node.args)]
-                cost = op_cost(ctx.spec(node), values.get(node.name), operands)
+            cost = _FREE if node.op == "get_attr" else _node_cost(index, node, values)
             flops.append(cost.flops)
             other.append(cost.other)
-            params.append(self._params(gm, node, ctx.modules, cost.params, seen, shapes.bindings))
+            params.append(self._params(gm, node, index.modules, cost.params, seen,
+                                       shapes.bindings))
         return CostFact(sympy.Add(*params), sympy.Add(*flops), sympy.Add(*other), shapes.bindings)
 
     @staticmethod
@@ -257,7 +173,9 @@ class CostAnalysis:
         if len(fresh) == len(tensors) and count and _evaluates_to(formula, bindings, count):
             return formula
         if count and node.op == "call_module" and len(fresh) == len(tensors):
-            _warn_once(type(modules[str(node.target)]).__name__)
+            _warn_once(type(modules.get(str(node.target))).__name__,
+                       "no symbolic parameter formula for {what}; counting its parameters as a "
+                       "constant")
         return sympy.Integer(count)
 
 
@@ -268,6 +186,5 @@ def _evaluates_to(expr: sympy.Expr, bindings: Mapping[sympy.Symbol, int], value:
         return False
 
 
-def _warn_once(what: str) -> None:
-    report("cost", what, f"cost analysis: no symbolic parameter formula for {what}; counting its "
-           "parameters as a constant", seen=_WARNED, stacklevel=3)
+def _warn_once(what: str, why: str) -> None:
+    report("cost", what, "cost analysis: " + why.format(what=what), seen=_WARNED, stacklevel=3)

@@ -1,11 +1,11 @@
 """Depth: how many alternating linear/nonlinear runs the longest path has (ALGORITHM.md 2.2).
 
-Ops are classed by :attr:`OpSpec.cls`: nonlinear (relu, gelu, silu, sigmoid, softmax, hardswish,
-attention, ...), linear (conv, linear, matmul, norms, pools, add, mul, reshape/permute, dropout,
-...) and transparent (identity, size queries, constants such as ``arange``, comparisons, and
-``getitem`` and aten's ``index`` as ALGORITHM.md lists them). An op the table does not know counts
-as nonlinear: it cannot be proved linear. For every (tensor input i,
-tensor output o) pair with a data path from i to o the value is the maximum over paths of the
+Ops are classed by their registered kind's ``depth`` (:mod:`~alphac.passes.analysis.registry`):
+nonlinear (relu, gelu, silu, sigmoid, softmax, hardswish, attention, ...), linear (conv, linear,
+matmul, norms, pools, add, mul, reshape/permute, dropout, ...) and transparent (identity, size
+queries, constants such as ``arange``, comparisons, and ``getitem`` and aten's ``index`` as
+ALGORITHM.md lists them). An op the registry does not know counts as nonlinear: it cannot be
+proved linear. For every (tensor input i, tensor output o) pair with a data path from i to o the value is the maximum over paths of the
 number of maximal same-class runs along the path, transparent ops skipped; pairs without a path are
 absent. Paths through size queries carry no data and do not count. Inputs and outputs are numbered
 as in :func:`alphac.passes.analysis.mixing.tensor_inputs` / ``tensor_outputs``.
@@ -17,7 +17,6 @@ on its long path, runs L|N|L|N, so depth 4 for pair 0->0 (the shortcut path add,
 from __future__ import annotations
 
 import random
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,10 +27,10 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from alphac.analysis import AnalysisManager
 from alphac.ir import COMPUTE_OPS, Subgraph
 from alphac.lattice import Lattice
-from alphac.passes.analysis.mixing import graph_nodes, tensor_inputs, tensor_outputs
-from alphac.passes.analysis.ops import OpSpec, graph_modules, op_spec
+from alphac.passes.analysis.index import GraphIndex, graph_index
+from alphac.passes.analysis.mixing import float_names
+from alphac.passes.analysis.registry import REGISTRY, OpSpec
 from alphac.properties import Property
-from alphac.rewriter import graph_version
 
 LINEAR, NONLINEAR = "linear", "nonlinear"
 #: Large enough to bound every real depth; the top of :class:`DepthLattice`.
@@ -39,10 +38,12 @@ DEPTH_CAP = 1 << 20
 
 
 def depth_class(spec: OpSpec) -> str | None:
-    """``'linear'``, ``'nonlinear'`` or None (transparent) for an op."""
-    if spec.kind in ("getitem", "index") or spec.cls == "transparent":
-        return None
-    return NONLINEAR if spec.cls in (NONLINEAR, "unknown") else LINEAR
+    """``'linear'``, ``'nonlinear'`` or None (transparent) for an op: its registered kind's
+    ``depth``; an unknown kind is nonlinear (it cannot be proved linear)."""
+    kind = REGISTRY.get(spec.kind)
+    if kind is None:
+        return NONLINEAR
+    return None if kind.depth == "transparent" else kind.depth
 
 
 @dataclass(frozen=True)
@@ -129,23 +130,14 @@ class DepthProperty(Property[DepthFact]):
         return DepthFact(tuple(out))
 
 
-_CLASSES: weakref.WeakKeyDictionary[fx.GraphModule, tuple[tuple[int, int], dict, dict]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _class_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    """The node's depth class, cached per graph version (and node count: unversioned edits)."""
-    version = (graph_version(gm), len(gm.graph.nodes))
-    entry = _CLASSES.get(gm)
-    if entry is None or entry[0] != version:
-        modules = {k: m for k, m in graph_modules(gm).items() if m is not gm}  # no cycle
-        entry = (version, modules, {})
-        _CLASSES[gm] = entry
-    cached = entry[2].get(node.name)
+def _class_of(index: GraphIndex, node: fx.Node) -> str | None:
+    """The node's depth class, memoized in the graph's index."""
+    classes = index.table("depth")
+    cached = classes.get(node.name)
     if cached is None or cached[0] != id(node):
-        cached = (id(node), depth_class(op_spec(node, entry[1])))
-        entry[2][node.name] = cached
+        spec = index.op(node).spec
+        cls = depth_class(spec)
+        cached = classes[node.name] = (id(node), cls)
     return cached[1]
 
 
@@ -174,11 +166,13 @@ def _step(runs: _Runs, cls: str) -> _Runs:
     return (best, -1, -1) if cls == LINEAR else (-1, best, -1)
 
 
-def infer_depth(gm: fx.GraphModule, subgraph: Subgraph) -> DepthFact:
+def infer_depth(gm: fx.GraphModule, subgraph: Subgraph,
+                am: AnalysisManager | None = None) -> DepthFact:
     """The :class:`DepthFact` of ``subgraph``: a max-plus dynamic program in topological order."""
-    by_name = graph_nodes(gm)
+    index = graph_index(gm, am, annotated=True)
+    by_name = index.nodes
     state: dict[str, dict[int, _Runs]] = {
-        name: {i: (-1, -1, 0)} for i, name in enumerate(tensor_inputs(gm, subgraph))}
+        name: {i: (-1, -1, 0)} for i, name in enumerate(float_names(index, subgraph.inputs))}
     for name in subgraph.nodes:
         node = by_name[name]
         if node.op not in COMPUTE_OPS or not _carries_data(node):
@@ -188,9 +182,9 @@ def infer_depth(gm: fx.GraphModule, subgraph: Subgraph) -> DepthFact:
             for i, runs in state.get(pred.name, {}).items():
                 old = merged.get(i, (-1, -1, -1))
                 merged[i] = tuple(map(max, old, runs))  # type: ignore[assignment]
-        cls = _class_of(gm, node)
+        cls = _class_of(index, node)
         state[name] = merged if cls is None else {i: _step(r, cls) for i, r in merged.items()}
-    pairs = [((i, o), max(runs)) for o, name in enumerate(tensor_outputs(gm, subgraph))
+    pairs = [((i, o), max(runs)) for o, name in enumerate(float_names(index, subgraph.outputs))
              for i, runs in state.get(name, {}).items()]
     return DepthFact(tuple(pairs))
 
@@ -207,4 +201,4 @@ class DepthAnalysis:
     name: ClassVar[str] = "depth"
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> DepthFact:
-        return infer_depth(gm, subgraph)
+        return infer_depth(gm, subgraph, am)

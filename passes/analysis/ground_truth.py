@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,8 +36,9 @@ import torch
 from torch import fx, nn
 
 from alphac.analysis import AnalysisManager
-from alphac.ir import Subgraph, extract, node_map
+from alphac.ir import Subgraph, extract
 from alphac.modes import training_mode
+from alphac.passes.analysis.index import graph_index
 from alphac.passes.analysis.mixing import (
     Matrix,
     Mix,
@@ -48,7 +48,6 @@ from alphac.passes.analysis.mixing import (
     tensor_inputs,
     tensor_outputs,
 )
-from alphac.rewriter import graph_version
 
 __all__ = ["check_mixing", "mixing_ground_truth", "subgraph_inputs"]
 
@@ -251,16 +250,12 @@ def mixing_ground_truth(module_or_gm: nn.Module, inputs: Sequence[Any], *, draws
     return MixingFact(tuple(pairs)).matrices()
 
 
-_VALUES: weakref.WeakKeyDictionary[fx.GraphModule, tuple[int, dict[str, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _example_values(gm: fx.GraphModule) -> dict[str, Any]:
-    """Values of the nodes of ``gm`` that are not float tensors (sizes, tuples), from one run."""
-    cached = _VALUES.get(gm)
-    if cached is not None and cached[0] == graph_version(gm):
-        return cached[1]
+def _example_values(gm: fx.GraphModule, am: AnalysisManager | None = None) -> dict[str, Any]:
+    """Values of the nodes of ``gm`` that are not float tensors (sizes, tuples), from one run
+    (kept in the graph's index: once per graph version with a manager)."""
+    index = graph_index(gm, am)
+    if index.values is not None:
+        return index.values
     gen = torch.Generator().manual_seed(0)
     args = []
     for node in gm.graph.nodes:
@@ -287,17 +282,18 @@ def _example_values(gm: fx.GraphModule) -> dict[str, Any]:
         with torch.no_grad():
             for name, b in gm.named_buffers():
                 b.copy_(buffers[name])
-    _VALUES[gm] = (graph_version(gm), values)
+    index.values = values
     return values
 
 
-def subgraph_inputs(gm: fx.GraphModule, subgraph: Subgraph, seed: int = 0) -> list[Any]:
+def subgraph_inputs(gm: fx.GraphModule, subgraph: Subgraph, seed: int = 0,
+                    am: AnalysisManager | None = None) -> list[Any]:
     """Arguments for ``extract(gm, subgraph)``: random float tensors of the recorded shapes, and
     the concrete values of everything else (ints from size queries) from an example run."""
-    by_name = node_map(gm)
-    floats = set(tensor_inputs(gm, subgraph))
+    by_name = graph_index(gm, am).nodes
+    floats = set(tensor_inputs(gm, subgraph, am))
     gen = torch.Generator().manual_seed(seed)
-    values = None if floats >= set(subgraph.inputs) else _example_values(gm)
+    values = None if floats >= set(subgraph.inputs) else _example_values(gm, am)
     args = []
     for name in subgraph.inputs:
         if name in floats:
@@ -331,8 +327,8 @@ def check_mixing(gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager, *,
     """
     fact = am.get(MixingAnalysis(), gm, subgraph)
     module = _AllOutputs(extract(gm, subgraph), len(subgraph.outputs))
-    truth = mixing_ground_truth(module, subgraph_inputs(gm, subgraph), draws=draws)
-    ins, outs = tensor_inputs(gm, subgraph), tensor_outputs(gm, subgraph)
+    truth = mixing_ground_truth(module, subgraph_inputs(gm, subgraph, am=am), draws=draws)
+    ins, outs = tensor_inputs(gm, subgraph, am), tensor_outputs(gm, subgraph, am)
     mine_all = fact.matrices()
     problems = []
     for i, o in sorted(set(mine_all) | set(truth)):

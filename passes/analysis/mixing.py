@@ -10,9 +10,10 @@ ALL_TO_ONE, on more than one -> MANY_TO_ONE, else ONE_TO_ONE. A size-1 input dim
 paired gives ONE_TO_ONE, unpaired NONE (:func:`mix_label`, shared with the ground truth).
 
 Inference is exact at the concrete shapes of ``node.meta['tensor_meta']``: starting from the
-slice (and centre) boxes of each output it pulls index boxes back through the per-op rules of
-:mod:`~alphac.passes.analysis.mixing_rules` (a backward dependency analysis over unions of boxes,
-joined with set union where paths meet), then reduces the sets reaching each input to labels.
+slice (and centre) boxes of each output it pulls index boxes back through the per-op mixing rules
+of the op registry (:mod:`~alphac.passes.analysis.registry`; a backward dependency analysis over
+unions of boxes, joined with set union where paths meet), then reduces the sets reaching each
+input to labels. A rule names its sources by operand index; :func:`_named` maps them to nodes.
 
 Numbering: tensor input i is the i-th name of ``subgraph.inputs`` whose value is a floating-point
 tensor (:func:`tensor_inputs`); likewise outputs (:func:`tensor_outputs`). Ints from size queries,
@@ -21,8 +22,8 @@ tuples and integer tensors get no index. A pair with no dependency at all is abs
 
 from __future__ import annotations
 
+import copy
 import random
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -31,13 +32,22 @@ from typing import Any, ClassVar
 from torch import fx
 
 from alphac.analysis import AnalysisManager
-from alphac.ir import COMPUTE_OPS, Subgraph, node_map
+from alphac.diagnostics import report
+from alphac.ir import COMPUTE_OPS, Subgraph
 from alphac.lattice import Lattice
-from alphac.passes.analysis.mixing_boxes import Box, float_shape, full, simplify
-from alphac.passes.analysis.mixing_rules import Rule, build_rule
-from alphac.passes.analysis.ops import op_spec
+from alphac.passes.analysis.index import GraphIndex, graph_index
+from alphac.passes.analysis.mixing_boxes import (
+    NO_PULLS,
+    Box,
+    Pull,
+    Rule,
+    Whole,
+    float_shape,
+    full,
+    simplify,
+)
+from alphac.passes.analysis.registry import REGISTRY, Op, OpSpec
 from alphac.properties import Property
-from alphac.rewriter import graph_version
 
 
 class Mix(IntEnum):
@@ -191,83 +201,102 @@ class MixingProperty(Property[MixingFact]):
         return MixingFact(kept, value.in_ranks, value.out_ranks)
 
 
-class _Submodules(dict):
-    """``target -> submodule`` looked up on demand (listing every module of a big model costs
-    more than analysing a block); holds the graph module weakly, so caches keyed on it die."""
-
-    def __init__(self, gm: fx.GraphModule) -> None:
-        super().__init__()
-        self._gm = weakref.ref(gm)
-
-    def __bool__(self) -> bool:
-        return True
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            gm = self._gm()
-            try:
-                self[key] = gm.get_submodule(key) if gm is not None and key else default
-            except AttributeError:
-                self[key] = default
-        return super().get(key, default)
+def graph_nodes(gm: fx.GraphModule, am: AnalysisManager | None = None) -> Mapping[str, fx.Node]:
+    """``alphac.ir.node_map(gm)``, from the graph's index."""
+    return graph_index(gm, am, annotated=True).nodes
 
 
-class _GraphCache:
-    """Per graph version: name -> node, the submodules and the rules built so far. Nodes and
-    modules are held weakly: a node references its graph module, the cache's key."""
-
-    __slots__ = ("stamp", "by_name", "modules", "rules")
-
-    def __init__(self, gm: fx.GraphModule, stamp: tuple[int, int]) -> None:
-        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-        if placeholders and not any("tensor_meta" in n.meta for n in placeholders):
-            raise ValueError("mixing and depth need concrete shapes in node.meta['tensor_meta']; "
-                             "annotate the graph first (alphac.frontends.trace.annotate_shapes)")
-        self.stamp = stamp
-        self.by_name: Mapping[str, fx.Node] = weakref.WeakValueDictionary(node_map(gm))
-        self.modules = _Submodules(gm)
-        self.rules: dict[str, tuple[int, Rule]] = {}
+def float_names(index: GraphIndex, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``names`` whose value is a float tensor (those get an index), in order."""
+    return tuple(n for n in names if float_shape(index.nodes[n]) is not None)
 
 
-_CACHE: weakref.WeakKeyDictionary[fx.GraphModule, _GraphCache] = weakref.WeakKeyDictionary()
-
-
-def _cache(gm: fx.GraphModule) -> _GraphCache:
-    stamp = (graph_version(gm), len(gm.graph.nodes))  # the length catches unversioned edits
-    entry = _CACHE.get(gm)
-    if entry is None or entry.stamp != stamp:
-        entry = _CACHE[gm] = _GraphCache(gm, stamp)
-    return entry
-
-
-def graph_nodes(gm: fx.GraphModule) -> Mapping[str, fx.Node]:
-    """``alphac.ir.node_map(gm)``, cached per graph version."""
-    return _cache(gm).by_name
-
-
-def _value_names(gm: fx.GraphModule, names: tuple[str, ...]) -> tuple[str, ...]:
-    by_name = graph_nodes(gm)
-    return tuple(n for n in names if float_shape(by_name[n]) is not None)
-
-
-def tensor_inputs(gm: fx.GraphModule, subgraph: Subgraph) -> tuple[str, ...]:
+def tensor_inputs(gm: fx.GraphModule, subgraph: Subgraph,
+                  am: AnalysisManager | None = None) -> tuple[str, ...]:
     """The inputs that get an index (float tensors), in ``subgraph.inputs`` order."""
-    return _value_names(gm, subgraph.inputs)
+    return float_names(graph_index(gm, am), subgraph.inputs)
 
 
-def tensor_outputs(gm: fx.GraphModule, subgraph: Subgraph) -> tuple[str, ...]:
+def tensor_outputs(gm: fx.GraphModule, subgraph: Subgraph,
+                   am: AnalysisManager | None = None) -> tuple[str, ...]:
     """The outputs that get an index (float tensors), in ``subgraph.outputs`` order."""
-    return _value_names(gm, subgraph.outputs)
+    return float_names(graph_index(gm, am), subgraph.outputs)
 
 
-def _rule(gm: fx.GraphModule, node: fx.Node) -> Rule:
-    """The node's rule, built once per graph version (rules only read the node and its shapes)."""
-    entry = _cache(gm)
-    cached = entry.rules.get(node.name)
+_WARNED: set[str] = set()
+
+
+def warn_unknown(what: str) -> None:
+    """Report (warn once per op without a collector) that mixing treats ``what`` as top."""
+    report("mixing", what, f"mixing analysis does not know the op {what!r}; assuming every input "
+           "dim mixes into every output dim (top)", seen=_WARNED, stacklevel=4)
+
+
+def _rule(index: GraphIndex, node: fx.Node) -> Any:
+    """The node's rule, built once per graph version (rules only read the op and its shapes)."""
+    cached = index.rules.get(node.name)
     if cached is None or cached[0] != id(node):
-        cached = (id(node), build_rule(node, op_spec(node, entry.modules), entry.modules))
-        entry.rules[node.name] = cached
+        cached = index.rules[node.name] = (id(node), _build_rule(index, node))
     return cached[1]
+
+
+def _build_rule(index: GraphIndex, node: fx.Node) -> Any:
+    """``kind.mixing(spec, operand values, value)`` with its pulls renamed to operand nodes;
+    top (with one report per op) where the kind is unknown or its rule cannot model the call."""
+    op = index.op(node)
+    kind = REGISTRY.get(op.spec.kind)
+    ins = tuple(index.concrete(o) for o in op.operands)
+    out = index.concrete(node)
+    what = _op_name(op.spec)
+    if kind is None:
+        warn_unknown(what)
+        return _top(op, ins)
+    if out is None:
+        return NO_PULLS  # a non-float value (a size, a mask) carries no derivative
+    try:
+        rule = kind.mixing(op.spec, ins, out)
+    except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError):
+        rule = None
+    if rule is None:
+        warn_unknown(f"{what} with these arguments")
+        return _top(op, ins)
+    return _named(rule, op)
+
+
+def _op_name(spec: OpSpec) -> str:
+    return str(spec.get("target", spec.kind)) if spec.kind == "unknown" else spec.kind
+
+
+def _top(op: Op, ins: tuple[Any, ...]) -> Rule:
+    """Every position of every float operand (each float element of a tuple) reaches every
+    output position."""
+    pulls: list[Pull] = []
+    for i, value in enumerate(ins):
+        if _is_shape(value):
+            pulls.append(Whole(i, None, value))
+        elif isinstance(value, tuple):
+            pulls.extend(Whole(i, j, s) for j, s in enumerate(value) if _is_shape(s))
+    return _named(Rule(default=pulls), op)
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
+
+
+def _named(rule: Rule, op: Op) -> Rule:
+    """``rule`` with each pull's operand index replaced by its operand's node name; pulls into
+    constants (``get_attr`` parameters) dropped. Pulls are copied: a rule may share them."""
+    def rename(pulls: tuple[Pull, ...]) -> list[Pull]:
+        out = []
+        for pull in pulls:
+            src = op.operands[pull.src]
+            if src.op != "get_attr":
+                pull = copy.copy(pull)
+                pull.src = src.name
+                out.append(pull)
+        return out
+
+    return Rule({elem: rename(p) for elem, p in rule.by_elem.items()}, rename(rule.default))
 
 
 def _queries(shape: tuple[int, ...]) -> list[Box]:
@@ -276,9 +305,9 @@ def _queries(shape: tuple[int, ...]) -> list[Box]:
     return [centre[:k] + (full(m),) + centre[k + 1:] for k, m in enumerate(shape)] + [centre]
 
 
-def _pull_back(gm: fx.GraphModule, subgraph: Subgraph, outs: tuple[str, ...]) -> dict:
+def _pull_back(index: GraphIndex, subgraph: Subgraph, outs: tuple[str, ...]) -> dict:
     """Per value name: elem -> query index -> boxes reaching the queries (backwards, exact)."""
-    by_name = graph_nodes(gm)
+    by_name = index.nodes
     state: dict[str, dict[int | None, dict[int, list[Box]]]] = {}
     qi = 0
     for name in outs:
@@ -290,7 +319,7 @@ def _pull_back(gm: fx.GraphModule, subgraph: Subgraph, outs: tuple[str, ...]) ->
         pending = state.pop(name, None) if node.op in COMPUTE_OPS else None
         if not pending:
             continue
-        rule = _rule(gm, node)
+        rule = _rule(index, node)
         for elem, per_query in pending.items():
             pulls = rule.pulls(elem)
             for q, boxes in per_query.items():
@@ -303,13 +332,14 @@ def _pull_back(gm: fx.GraphModule, subgraph: Subgraph, outs: tuple[str, ...]) ->
     return state
 
 
-def infer_mixing(gm: fx.GraphModule, subgraph: Subgraph) -> MixingFact:
+def infer_mixing(gm: fx.GraphModule, subgraph: Subgraph,
+                 am: AnalysisManager | None = None) -> MixingFact:
     """The exact :class:`MixingFact` of ``subgraph`` at the shapes in ``tensor_meta``."""
-    by_name = graph_nodes(gm)
-    ins, outs = tensor_inputs(gm, subgraph), tensor_outputs(gm, subgraph)
-    in_shapes = [float_shape(by_name[n]) for n in ins]
-    out_shapes = [float_shape(by_name[n]) for n in outs]
-    state = _pull_back(gm, subgraph, outs)
+    index = graph_index(gm, am, annotated=True)
+    ins, outs = float_names(index, subgraph.inputs), float_names(index, subgraph.outputs)
+    in_shapes = [float_shape(index.nodes[n]) for n in ins]
+    out_shapes = [float_shape(index.nodes[n]) for n in outs]
+    state = _pull_back(index, subgraph, outs)
     pairs = []
     for i, (name, shape) in enumerate(zip(ins, in_shapes, strict=True)):
         reached = state.get(name, {}).get(None, {})
@@ -348,4 +378,4 @@ class MixingAnalysis:
     name: ClassVar[str] = "mixing"
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> MixingFact:
-        return infer_mixing(gm, subgraph)
+        return infer_mixing(gm, subgraph, am)

@@ -6,7 +6,7 @@ tensor is a union of *boxes*; a box is a tuple with one bitset (a Python ``int``
 bit ``p`` of entry ``d`` meaning "position ``p`` along dim ``d``". Each op's dependency relation
 is a product of per-dimension relations (1-D maps: windows, groups, tiling, shifts) or a reshape
 (regrouped by mixed-radix decomposition), so the preimage of a box is again an exact union of
-boxes. :mod:`~alphac.passes.analysis.mixing_rules` builds a :class:`Pull` per op operand.
+boxes. the mixing rules of the op registry (:mod:`alphac.passes.analysis.registry`) build a :class:`Pull` per op operand.
 
 Example: ``stencil_map(4, 4, 3, 1, 1, 1)`` (3x3 conv, stride 1, pad 1, size 4) maps the output
 position set ``{2}`` (``0b100``) to ``{1, 2, 3}`` (``0b1110``); ``decompose(0b0110, (2, 2))`` is
@@ -348,3 +348,22 @@ def simplify(boxes: list[Box]) -> list[Box]:
                 break
         i += 1
     return out
+
+
+class Rule:
+    """The pulls of one op, per element of its value (``None``: a plain tensor). A registry rule
+    names its sources by operand index; the mixing driver maps them to values of the graph."""
+
+    __slots__ = ("by_elem", "default")
+
+    def __init__(self, by_elem: dict[int | None, Iterable[Pull]] | None = None,
+                 default: Iterable[Pull] = ()) -> None:
+        self.by_elem = {k: tuple(v) for k, v in (by_elem or {}).items()}
+        self.default = tuple(default)
+
+    def pulls(self, elem: int | None) -> tuple[Pull, ...]:
+        return self.by_elem.get(elem, self.default)
+
+
+#: The rule of an op whose value has no derivative with respect to any operand.
+NO_PULLS = Rule()

@@ -4,7 +4,7 @@ The input dimensions of a subgraph become symbols by their role (batch ``B``, fe
 spatial ``H``, ``W``, ``D``, tokens ``N``, other ``S``), one symbol per (role, size), numbered
 ``C1``, ``C2``... for further sizes; size-1 dimensions and feature dims of at most 4 (image
 channels) stay constants. The shapes are propagated symbolically through the subgraph by the
-per-op rules of :mod:`alphac.passes.analysis.shape_rules`, and every result is checked against
+per-op rules of the op registry (:mod:`alphac.passes.analysis.registry`), and every result is checked against
 the traced shape (``meta['tensor_meta']``) at the symbols' concrete values. An op without a rule,
 or a rule that disagrees with the trace, falls back to the traced shape as constants (with one
 warning per op), so the fact is always exact at the traced input.
@@ -13,7 +13,6 @@ warning per op), so the fact is always exact at the traced input.
 from __future__ import annotations
 
 import random
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,10 +23,11 @@ from torch import fx
 
 from alphac.analysis import AnalysisManager
 from alphac.diagnostics import report
-from alphac.ir import Subgraph, node_map
+from alphac.ir import Subgraph
 from alphac.lattice import Lattice
+from alphac.passes.analysis.index import GraphIndex, graph_index
 from alphac.passes.analysis.mixing_boxes import float_shape
-from alphac.passes.analysis.ops import OpSpec, graph_modules, op_spec, target_name
+from alphac.passes.analysis.registry import REGISTRY, OpKind, OpSpec, refs
 from alphac.passes.analysis.shape_dims import (
     ONE,
     SPATIAL,
@@ -39,9 +39,7 @@ from alphac.passes.analysis.shape_dims import (
     dims_same,
     evaluate_dim,
 )
-from alphac.passes.analysis.shape_rules import Value, apply_rule, clear_rule_memo
 from alphac.properties import INFEASIBLE, Property
-from alphac.rewriter import graph_version
 from alphac.symbols import dim
 
 __all__ = [
@@ -55,6 +53,8 @@ __all__ = [
     "evaluate_dim",
     "traced_shape",
 ]
+
+Value = Any  # TensorShape | sympy.Expr | tuple[Value, ...] | None
 
 #: Layout letter -> name of the symbol for an input dimension in that role.
 ROLE_SYMBOLS = {"N": "B", "C": "C", "H": "H", "W": "W", "D": "D", "L": "N", "?": "S"}
@@ -96,45 +96,76 @@ class ShapeFact:
         return {"inputs": ints(self.inputs), "outputs": ints(self.outputs)}
 
 
-# ---- per-graph context (node map, modules, op specs), rebuilt when the graph version changes ----
-@dataclass
-class _Context:
-    nodes: dict[str, fx.Node]
-    modules: dict[str, Any]
-    specs: dict[str, OpSpec] = field(default_factory=dict)
-    layouts: dict[str, str | None] = field(default_factory=dict)
-    whole: dict[str, Value] | None = None  # the whole graph's values, for what varies
-
-    def spec(self, node: fx.Node) -> OpSpec:
-        if node.name not in self.specs:
-            self.specs[node.name] = op_spec(node, self.modules)
-        return self.specs[node.name]
+# ---- the per-graph index and the structural memo of rule results --------------------------------
+def graph_context(gm: fx.GraphModule, am: AnalysisManager | None = None) -> GraphIndex:
+    """The per-graph index of ``gm`` (:func:`~alphac.passes.analysis.index.graph_index`)."""
+    return graph_index(gm, am)
 
 
-_CONTEXTS: weakref.WeakKeyDictionary[fx.GraphModule, tuple[tuple[int, int], _Context]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def graph_context(gm: fx.GraphModule) -> _Context:
-    """Node map, modules and memoized op specs of ``gm`` at its current version."""
-    version = (graph_version(gm), len(gm.graph.nodes))
-    hit = _CONTEXTS.get(gm)
-    if hit is None or hit[0] != version:
-        ctx = _Context(node_map(gm), graph_modules(gm))
-        _CONTEXTS[gm] = (version, ctx)
-        return ctx
-    return hit[1]
+#: (spec, operand values) -> rule result: structural, so shared by every block and graph.
+_RESULTS: dict[Any, Value] = {}
 
 
 def clear_caches() -> None:
-    """Empty the shape analysis' memo tables (rule results, comparisons, per-graph contexts).
+    """Empty the shape analysis' memo tables (rule results, comparisons).
 
-    Only benchmarks need this, to time a cold start; results never depend on the memo.
+    Only benchmarks need this, to time a cold start; results never depend on the memo. The
+    per-graph tables live in the AnalysisManager and go with it.
     """
-    clear_rule_memo()
+    _RESULTS.clear()
     clear_same_memo()
-    _CONTEXTS.clear()
+
+
+def _memo_key(value: Any) -> Any:
+    # Structural (identical expressions), never semantic: a cache, not a comparison.
+    if isinstance(value, TensorShape):
+        return ("T", value.dims, value.layout)
+    if isinstance(value, tuple | list):
+        return tuple(_memo_key(v) for v in value)
+    return (type(value).__name__, value)
+
+
+def _shape_rule(kind: OpKind, spec: OpSpec, ins: tuple[Value, ...]) -> Value:
+    """``kind.shape(spec, ins)``, memoized by spec and operand values."""
+    key = (spec, _memo_key(ins))
+    try:
+        hit = _RESULTS.get(key, _MISSING)
+    except TypeError:  # an unhashable param: no memo
+        return kind.shape(spec, ins)
+    if hit is _MISSING:
+        if len(_RESULTS) > 200_000:
+            _RESULTS.clear()
+        hit = _RESULTS[key] = kind.shape(spec, ins)
+    return hit
+
+
+_MISSING = object()
+
+
+def _rule_value(index: GraphIndex, node: fx.Node, env: Mapping[str, Value]) -> Value:
+    """The node's symbolic value by its kind's shape rule, operand values read from ``env``
+    (an operand missing there is read from its traced shape, as constants)."""
+    op = index.op(node)
+    kind = REGISTRY.get(op.spec.kind)
+    if kind is None:
+        return None  # an unknown op: the analysis reports it and uses the traced shape
+    ins = tuple(env[o.name] if o.name in env else _constant(traced_shape(o))
+                for o in op.operands)
+    return _shape_rule(kind, op.spec, ins)
+
+
+def _layout_effect(index: GraphIndex, node: fx.Node) -> tuple[str | None, Any]:
+    """The node's layout effect (:data:`~alphac.passes.analysis.registry.core.LAYOUTS`) and
+    its spec."""
+    op = index.op(node)
+    kind = REGISTRY.get(op.spec.kind)
+    return (kind.layout if kind is not None else None), op.spec
+
+
+def _op_name(spec: Any) -> str:
+    return str(spec.get("target", spec.kind)) if spec.kind == "unknown" else spec.kind
+
+
 
 
 def traced_shape(node: fx.Node) -> Any:
@@ -157,122 +188,122 @@ def tensor_rank(node: fx.Node) -> int | None:
     return len(shape)
 
 
-_CHANNEL_FIRST = frozenset({"conv", "batch_norm", "group_norm", "max_pool", "avg_pool",
-                            "adaptive_avg_pool", "adaptive_max_pool"})
-_FEATURE_LAST = frozenset({"linear", "layer_norm", "matmul", "sdpa"})
-_DECISIVE = _CHANNEL_FIRST | _FEATURE_LAST
-_PRESERVING = frozenset({"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish",
-                         "hardsigmoid", "leaky_relu", "elu", "softmax", "log_softmax", "dropout",
-                         "identity", "neg", "add", "sub", "mul", "div", "cat"})
-
-
-_LAYOUT_KEEPING = _PRESERVING | {"pad", "roll", "masked_fill"}
 _SEARCH_DEPTH = 48
+#: Distinct letters to see where a permuting op moves each dim (its shape rule moves letters).
+_PROBE = "abcdefghijklmnopqrstuvwxyz"
+_DECISIVE = frozenset({"channel_first", "feature_last", "attention"})
 
 
-def external_layout(ctx: _Context, node: fx.Node, inside: frozenset[str] | None = None) -> str:
+def external_layout(index: GraphIndex, node: fx.Node, inside: frozenset[str] | None = None
+                    ) -> str:
     """The layout of a value produced outside the subgraph ``inside`` (node names).
 
     Evidence comes first from the ops inside that consume it (a conv reads features at dim 1, a
     linear or layer norm last), so every block of one type labels its inputs alike whatever
     precedes it; then from the ops that produced it; else by rank (:func:`default_layout`).
+    The evidence is each op kind's layout effect (``OpKind.layout``).
     Example: swin's block input (B, 8, 8, 48), read by a LayerNorm, is ``NHWC``.
     """
     rank = tensor_rank(node) or 0
-    found = _layout_from_consumers(ctx, node, rank, inside, 0)
+    found = _layout_from_consumers(index, node, rank, inside, 0)
     if found is None:
-        found = _producer_layout(ctx, node, rank, 0)
+        found = _producer_layout(index, node, rank, 0)
     return found if found is not None and len(found) == rank else default_layout(rank)
 
 
-def _first_operand(user: fx.Node) -> Any:
-    return user.args[0] if user.args else next(iter(user.kwargs.values()), None)
+def _reads_first(index: GraphIndex, user: fx.Node, node: fx.Node) -> bool:
+    """Whether ``node`` is ``user``'s data input: its operand 0, held by no param."""
+    op = index.op(user)
+    return op.operands[:1] == (node,) and 0 not in refs(tuple(v for _, v in op.spec.params))
 
 
-def _consumer_says(ctx: _Context, node: fx.Node, user: fx.Node, rank: int) -> str | None:
-    spec = ctx.spec(user)
-    if _first_operand(user) is not node:
+def _consumer_says(index: GraphIndex, node: fx.Node, user: fx.Node, rank: int) -> str | None:
+    effect, spec = _layout_effect(index, user)
+    if effect not in ("channel_first", "feature_last") or not _reads_first(index, user, node):
         return None
-    if spec.kind in _CHANNEL_FIRST and rank >= 3:
-        return channel_first(rank)
-    if spec.kind == "linear" or (spec.kind == "layer_norm"
-                                 and len(spec.get("normalized_shape") or ()) == 1):
-        return channel_last(rank)
-    return None
+    if effect == "channel_first":
+        return channel_first(rank) if rank >= 3 else None
+    normalized = spec.get("normalized_shape")  # a norm over several dims tells nothing
+    return channel_last(rank) if not isinstance(normalized, tuple) or len(normalized) == 1 else None
 
 
-def _layout_from_consumers(ctx: _Context, node: fx.Node, rank: int,
+def _layout_from_consumers(index: GraphIndex, node: fx.Node, rank: int,
                            inside: frozenset[str] | None, depth: int) -> str | None:
     users = [u for u in node.users if inside is None or u.name in inside]
     for user in users:  # direct evidence first, then evidence further down
-        found = _consumer_says(ctx, node, user, rank)
+        found = _consumer_says(index, node, user, rank)
         if found is not None:
             return found
     if depth >= _SEARCH_DEPTH:
         return None
     for user in users:
-        kind = ctx.spec(user).kind
-        if kind in _LAYOUT_KEEPING and tensor_rank(user) == rank:
-            found = _layout_from_consumers(ctx, user, rank, inside, depth + 1)
-        elif kind in ("permute", "transpose") and _first_operand(user) is node:
-            out = _layout_from_consumers(ctx, user, rank, inside, depth + 1)
-            found = _unpermute(ctx.spec(user), out, rank) if out is not None else None
-        else:
-            found = None
+        effect = _layout_effect(index, user)[0]
+        found = None
+        if effect == "preserve" and tensor_rank(user) == rank:
+            found = _layout_from_consumers(index, user, rank, inside, depth + 1)
+        elif effect == "permute" and _reads_first(index, user, node):
+            out = _layout_from_consumers(index, user, rank, inside, depth + 1)
+            found = _unpermute(index, user, node, out, rank) if out is not None else None
         if found is not None:
             return found
     return None
 
 
-def _unpermute(spec: OpSpec, out: str, rank: int) -> str | None:
-    """The input layout of a permute/transpose whose output has layout ``out``."""
-    if len(out) != rank:
+def _unpermute(index: GraphIndex, user: fx.Node, node: fx.Node, out: str, rank: int
+               ) -> str | None:
+    """The layout of ``node`` when ``user`` (a permuting op of it) has layout ``out``: the shape
+    rule, run on distinct letters, tells where each dim goes."""
+    shape = traced_shape(node)
+    if len(out) != rank or rank > len(_PROBE) or not isinstance(shape, tuple):
         return None
-    if spec.kind == "transpose":
-        order = list(range(rank))
-        a, b = spec.get("dim0", 0) % rank, spec.get("dim1", 1) % rank
-        order[a], order[b] = order[b], order[a]
-    else:
-        order = [d % rank for d in spec.get("dims") or () if isinstance(d, int)]
-    if sorted(order) != list(range(rank)):
+    probe = TensorShape(tuple(sympy.Integer(s) for s in shape), _PROBE[:rank])
+    moved = _rule_value(index, user, {node.name: probe})
+    if not isinstance(moved, TensorShape) or sorted(moved.layout) != sorted(_PROBE[:rank]):
         return None
     letters = ["?"] * rank
-    for k, d in enumerate(order):
-        letters[d] = out[k]
+    for k, letter in enumerate(moved.layout):
+        letters[_PROBE.index(letter)] = out[k]
     return "".join(letters)
 
 
-def _producer_layout(ctx: _Context, node: fx.Node, rank: int, depth: int) -> str | None:
+def _producer_layout(index: GraphIndex, node: fx.Node, rank: int, depth: int) -> str | None:
     """The layout the ops that produced ``node`` give it (memoized per graph), None if unknown."""
-    if node.name not in ctx.layouts:
-        ctx.layouts[node.name] = _layout_from_producer(ctx, node, rank, depth)
-    return ctx.layouts[node.name]
+    if node.name not in index.layouts:
+        index.layouts[node.name] = _layout_from_producer(index, node, rank, depth)
+    return index.layouts[node.name]
 
 
-def _layout_from_producer(ctx: _Context, node: fx.Node, rank: int, depth: int) -> str | None:
+def _layout_from_producer(index: GraphIndex, node: fx.Node, rank: int, depth: int) -> str | None:
     if node.op in ("placeholder", "get_attr") or depth >= _SEARCH_DEPTH:
         return None
-    spec = ctx.spec(node)
-    if spec.kind in _CHANNEL_FIRST and rank >= 3:
-        return channel_first(rank)
-    if spec.kind in ("linear", "layer_norm"):
+    effect = _layout_effect(index, node)[0]
+    if effect == "channel_first":
+        return channel_first(rank) if rank >= 3 else None
+    if effect == "feature_last":
         return channel_last(rank)
-    if spec.kind in _FEATURE_LAST:  # attention maps and heads: (B, heads, N, d)
+    if effect == "attention":  # attention maps and heads: (B, heads, N, d)
         return ("N" + "?" * (rank - 3) + "LC") if rank >= 3 else default_layout(rank)
-    same_rank = [a for a in node.all_input_nodes if a.op != "get_attr" and tensor_rank(a) == rank]
-    if spec.kind in _LAYOUT_KEEPING and same_rank:
-        decisive = [a for a in same_rank if ctx.spec(a).kind in _DECISIVE]
-        return _producer_layout(ctx, (decisive or same_rank)[0], rank, depth + 1)
-    if spec.kind in ("transpose", "permute", "flatten") and node.all_input_nodes:
-        src = node.all_input_nodes[0]
-        shape = traced_shape(src)
-        src_layout = _producer_layout(ctx, src, len(shape or ()), depth + 1)
-        if shape and src_layout is not None and len(src_layout) == len(shape):
-            x = TensorShape(tuple(sympy.Integer(s) for s in shape), src_layout)
-            out = apply_rule(spec, (x,), {}, "")
-            if isinstance(out, TensorShape) and out.rank == rank:
-                return out.layout
+    operands = index.op(node).operands
+    if effect == "preserve":
+        same_rank = [a for a in operands if a.op != "get_attr" and tensor_rank(a) == rank]
+        decisive = [a for a in same_rank if _layout_effect(index, a)[0] in _DECISIVE]
+        pick = (decisive or same_rank)[:1]
+        return _producer_layout(index, pick[0], rank, depth + 1) if pick else None
+    if effect == "permute" and operands:
+        return _permuted_layout(index, node, operands[0], rank, depth)
     return None
+
+
+def _permuted_layout(index: GraphIndex, node: fx.Node, src: fx.Node, rank: int, depth: int
+                     ) -> str | None:
+    """The layout a permuting op gives ``node`` from its source's producer layout."""
+    shape = traced_shape(src)
+    src_layout = _producer_layout(index, src, len(shape or ()), depth + 1)
+    if not shape or src_layout is None or len(src_layout) != len(shape):
+        return None
+    x = TensorShape(tuple(sympy.Integer(s) for s in shape), src_layout)
+    out = _rule_value(index, node, {src.name: x})
+    return out.layout if isinstance(out, TensorShape) and out.rank == rank else None
 
 
 # ---- symbolization and propagation ---------------------------------------------------------------
@@ -309,34 +340,19 @@ class _Symbolizer:
         return TensorShape(dims, layout)
 
 
-def _varying(ctx: _Context, gm: fx.GraphModule, node: fx.Node) -> tuple[bool, ...] | None:
+def _varying(index: GraphIndex, gm: fx.GraphModule, node: fx.Node) -> tuple[bool, ...] | None:
     """Per dim of ``node``, whether its size follows the model's input (symbolic in the whole
     graph's values); only size-1 dims ask. None: all may vary (a model input, no size 1)."""
     shape = traced_shape(node)
     if node.op == "placeholder" or 1 not in shape:
         return None
-    if ctx.whole is None:
-        ctx.whole = {}  # guards against re-entry while the whole graph is inferred
-        ctx.whole = dict(_infer(ctx, Subgraph.whole(gm))[2])
-    value = ctx.whole.get(node.name)
+    if index.whole is None:
+        index.whole = {}  # guards against re-entry while the whole graph is inferred
+        index.whole = dict(_infer(index, Subgraph.whole(gm))[2])
+    value = index.whole.get(node.name)
     if not isinstance(value, TensorShape) or value.rank != len(shape):
         return tuple(False for _ in shape)
     return tuple(bool(d.free_symbols) for d in value.dims)
-
-
-def _freeze(value: Any, env: dict[str, Value]) -> Any:
-    if isinstance(value, fx.Node):
-        return env.get(value.name)
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v, env) for v in value)
-    if isinstance(value, slice):
-        return ("slice", _freeze(value.start, env), _freeze(value.stop, env),
-                _freeze(value.step, env))
-    if value is Ellipsis:
-        return "..."
-    if isinstance(value, dict):
-        return {k: _freeze(v, env) for k, v in value.items()}
-    return value
 
 
 _WARNED: set[str] = set()
@@ -371,35 +387,30 @@ def _agrees(value: Value, traced: Any, bindings: Mapping[sympy.Symbol, int]) -> 
     return False
 
 
-def _infer_node(ctx: _Context, node: fx.Node, env: dict[str, Value],
+def _infer_node(index: GraphIndex, node: fx.Node, env: dict[str, Value],
                 bindings: Mapping[sympy.Symbol, int]) -> Value:
     traced = traced_shape(node)
     if node.op == "get_attr":
         return _constant(traced, "?" * len(traced or ()))
-    spec = ctx.spec(node)
-    args = _freeze(node.args, env)
-    kwargs = _freeze(dict(node.kwargs), env)
-    value = apply_rule(spec, args, kwargs, target_name(node))
+    value = _rule_value(index, node, env)
     if traced is None:
         return value  # sizes and other non-tensor values: nothing to check against
     if value is not None and _agrees(value, traced, bindings):
         return value
-    what = spec.get("target", spec.kind) if spec.kind == "unknown" else spec.kind
-    _warn_once(str(what), "no shape rule" if value is None else "the rule disagrees with the trace")
+    _warn_once(_op_name(index.op(node).spec),
+               "no shape rule" if value is None else "the rule disagrees with the trace")
     return _constant(traced)
 
 
-def _external_value(ctx: _Context, node: fx.Node, env: dict[str, Value]) -> Value:
-    """A non-tensor input (a size computed outside): symbolic when its source tensor is known."""
+def _external_value(index: GraphIndex, node: fx.Node, env: dict[str, Value]) -> Value:
+    """A non-tensor input (a size computed outside): symbolic when its source tensors are known."""
     if node.op in ("call_function", "call_method") and node.all_input_nodes:
-        src = node.all_input_nodes[0]
         local = dict(env)
-        if src.name not in local:  # a tensor not in the subgraph: its traced size, a constant
-            rank = tensor_rank(src)
-            local[src.name] = (_constant(traced_shape(src)) if rank is not None
-                               else _external_value(ctx, src, env))
-        value = apply_rule(ctx.spec(node), _freeze(node.args, local),
-                           _freeze(dict(node.kwargs), local), target_name(node))
+        for src in node.all_input_nodes:
+            if src.name not in local:  # a tensor not in the subgraph: its traced size, a constant
+                local[src.name] = (_constant(traced_shape(src)) if tensor_rank(src) is not None
+                                   else _external_value(index, src, env))
+        value = _rule_value(index, node, local)
         if value is not None:
             return value
     example = node.meta.get("val", node.meta.get("example_value"))
@@ -424,15 +435,15 @@ class ShapeAnalysis:
     name: ClassVar[str] = "shape"
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> ShapeFact:
-        ctx = graph_context(gm)
-        inputs, bindings, env = _infer(ctx, subgraph, gm)
+        index = graph_index(gm, am)
+        inputs, bindings, env = _infer(index, subgraph, gm)
         outputs = tuple(env[n] for n in subgraph.outputs
-                        if isinstance(env[n], TensorShape) and _is_float(ctx.nodes[n]))
+                        if isinstance(env[n], TensorShape) and _is_float(index.nodes[n]))
         inner = {n: env[n] for n in (*subgraph.inputs, *subgraph.nodes)}
         return ShapeFact(tuple(inputs), outputs, bindings, MappingProxyType(inner))
 
 
-def _infer(ctx: _Context, subgraph: Subgraph, gm: fx.GraphModule | None = None
+def _infer(index: GraphIndex, subgraph: Subgraph, gm: fx.GraphModule | None = None
            ) -> tuple[list[TensorShape], Mapping[sympy.Symbol, int], dict[str, Value]]:
     """Symbolize the inputs of ``subgraph``, then propagate: (float inputs, bindings, values)."""
     symbols = _Symbolizer()
@@ -440,19 +451,19 @@ def _infer(ctx: _Context, subgraph: Subgraph, gm: fx.GraphModule | None = None
     inputs = []
     inside = frozenset(subgraph.nodes)
     for name in subgraph.inputs:
-        node = ctx.nodes[name]
+        node = index.nodes[name]
         if tensor_rank(node) is not None:
-            varies = _varying(ctx, gm, node) if gm is not None else None
-            env[name] = symbols.tensor(traced_shape(node), external_layout(ctx, node, inside),
+            varies = _varying(index, gm, node) if gm is not None else None
+            env[name] = symbols.tensor(traced_shape(node), external_layout(index, node, inside),
                                        varies)
             if _is_float(node):
                 inputs.append(env[name])
     for name in subgraph.inputs:
         if name not in env:
-            env[name] = _external_value(ctx, ctx.nodes[name], env)
+            env[name] = _external_value(index, index.nodes[name], env)
     bindings = MappingProxyType(symbols.bindings)
     for name in subgraph.nodes:
-        env[name] = _infer_node(ctx, ctx.nodes[name], env, bindings)
+        env[name] = _infer_node(index, index.nodes[name], env, bindings)
     return inputs, bindings, env
 
 

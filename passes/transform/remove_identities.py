@@ -8,7 +8,8 @@ from torch import fx
 
 from alphac.analysis import AnalysisManager
 from alphac.pass_manager import PassResult, register_pass
-from alphac.passes.analysis.ops import graph_modules, op_spec
+from alphac.passes.analysis.index import GraphIndex, graph_index
+from alphac.passes.analysis.registry import refs
 from alphac.rewriter import Rewriter
 
 
@@ -17,8 +18,8 @@ from alphac.rewriter import Rewriter
 class RemoveIdentities:
     """Redirect the users of every identity op to its input and erase the op.
 
-    Pre: any GraphModule. Post: no node of kind ``identity`` (see ``passes/analysis/ops.py``)
-    remains; the function computed is unchanged. With ``include_dropout`` (for inference graphs)
+    Pre: any GraphModule. Post: no node of kind ``identity`` (see the op registry,
+    ``passes/analysis/registry``) remains; the function computed is unchanged. With ``include_dropout`` (for inference graphs)
     dropout is removed too.
 
     Example: ``y = self.id(x); z = relu(y.contiguous())`` -> ``z = relu(x)``.
@@ -29,18 +30,30 @@ class RemoveIdentities:
 
     def run(self, gm: fx.GraphModule, am: AnalysisManager) -> PassResult:
         kinds = {"identity", "dropout"} if self.include_dropout else {"identity"}
-        modules = graph_modules(gm)
-        targets = [
-            n
-            for n in gm.graph.nodes
-            if n.op in ("call_module", "call_function", "call_method")
-            and op_spec(n, modules).kind in kinds
-            and isinstance(n.args[0] if n.args else None, fx.Node)
-        ]
+        index = graph_index(gm, am)
+        targets = [(n, _data_input(index, n)) for n in gm.graph.nodes
+                   if n.op in ("call_module", "call_function", "call_method")
+                   and _kind(index, n) in kinds]
+        targets = [(n, x) for n, x in targets if x is not None]
         if not targets:
             return PassResult(gm, changed=False)
+        replaced: dict[fx.Node, fx.Node] = {}
         with Rewriter(gm).edit(eliminate_dead_code=True) as graph:
-            for node in targets:
-                node.replace_all_uses_with(node.args[0])
+            for node, x in targets:  # in graph order: an identity of an identity is gone already
+                replaced[node] = replaced.get(x, x)
+                node.replace_all_uses_with(replaced[node])
                 graph.erase_node(node)
         return PassResult(gm, changed=True)
+
+
+def _data_input(index: GraphIndex, node: fx.Node) -> fx.Node | None:
+    """The op's input: its operand 0 when no param holds it (the first argument)."""
+    op = index.op(node)
+    held = refs(tuple(v for _, v in op.spec.params))
+    return op.operands[0] if op.operands and 0 not in held else None
+
+
+def _kind(index: GraphIndex, node: fx.Node) -> str:
+    return index.op(node).spec.kind
+
+

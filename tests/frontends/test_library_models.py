@@ -26,7 +26,7 @@ from alphac.frontends import EXPORT, FX
 from alphac.frontends.modes_capture import concrete_args
 from alphac.frontends.trace import trace
 from alphac.modes import ModeValue, is_mode_value, is_training, training_mode
-from alphac.passes.analysis.ops import graph_modules, op_spec
+from alphac.passes.analysis.registry import normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import libmodels  # noqa: E402
@@ -189,12 +189,14 @@ def test_mode_dependent_constants_read_the_mode_at_run_time():
 
 def test_analyses_see_the_eval_value():
     gm, _ = trace(_ModeNet(), (torch.randn(2, 3, 8, 8),))
-    modules = graph_modules(gm)
+    modules = dict(gm.named_modules())
     mode = _mode_calls(gm)[0]
-    spec = op_spec(mode, modules)
+    spec = normalize(mode, modules).spec
     assert (spec.kind, spec.cls, spec.get("value")) == ("mode_value", "transparent", False)
-    norm = next(n for n in gm.graph.nodes if n.target is F.batch_norm)
-    assert op_spec(norm, modules).operands == ("conv",)  # the mode is no data operand
+    norm = normalize(next(n for n in gm.graph.nodes if n.target is F.batch_norm), modules)
+    assert norm.operands[0].name == "conv"
+    assert mode not in norm.operands  # the mode is a constant of the spec, not an operand
+    assert norm.spec.get("batch_stats") is False  # analysed in eval mode
 
 
 class _Stochastic(nn.Module):
@@ -236,7 +238,7 @@ def test_a_submodule_whose_structure_follows_the_mode_becomes_a_leaf():
     torch.manual_seed(0)
     assert torch.equal(out, model(x)) and not torch.equal(out, x + model.fc(x))
     node = next(n for n in gm.graph.nodes if n.target == "drop_path")
-    assert op_spec(node, graph_modules(gm)).kind == "drop_path"
+    assert normalize(node, dict(gm.named_modules())).spec.kind == "drop_path"
 
 
 class _RootBranch(_Stochastic):

@@ -24,6 +24,7 @@ from alphac.passes.analysis.depth import (
     _class_of,
     infer_depth,
 )
+from alphac.passes.analysis.index import graph_index
 from alphac.passes.analysis.mixing import tensor_inputs, tensor_outputs
 
 LATTICE = DepthLattice(2, 2, cap=50)
@@ -108,7 +109,7 @@ def test_paths_through_masks_carry_no_data(traced) -> None:
 
 def _brute_force(gm, sub: Subgraph) -> dict[tuple[int, int], int]:
     """Max over explicitly enumerated paths of the number of same-class runs."""
-    by_name, inside = node_map(gm), set(sub.nodes)
+    by_name, inside, index = node_map(gm), set(sub.nodes), graph_index(gm)
     outs = {n: o for o, n in enumerate(tensor_outputs(gm, sub))}
     best: dict[tuple[int, int], int] = {}
 
@@ -118,7 +119,7 @@ def _brute_force(gm, sub: Subgraph) -> dict[tuple[int, int], int]:
             best[i, outs[node.name]] = max(best.get((i, outs[node.name]), -1), runs)
         for user in node.users:
             if user.name in inside and _carries_data(user):
-                cls = _class_of(gm, user)
+                cls = _class_of(index, user)
                 walk(user, i, classes + [cls] if cls else classes)
 
     for i, name in enumerate(tensor_inputs(gm, sub)):

@@ -15,7 +15,7 @@ from alphac.analysis import AnalysisManager
 from alphac.frontends.zoo.efficientnet import SqueezeExcitation
 from alphac.frontends.zoo.vit import Attention
 from alphac.ir import Subgraph
-from alphac.passes.analysis import mixing_rules
+from alphac.passes.analysis import mixing
 from alphac.passes.analysis.ground_truth import check_mixing
 from alphac.passes.analysis.mixing import Mix, MixingAnalysis, MixingFact
 
@@ -238,7 +238,7 @@ def test_size1_dims_are_one_to_one_when_paired(traced) -> None:
 
 
 def test_unknown_op_is_top_with_one_warning(traced) -> None:
-    mixing_rules._WARNED.discard("cumsum")
+    mixing._WARNED.discard("cumsum")
     gm = traced(Wrap(lambda p, x: torch.cumsum(x, 1) * 2), (2, 3, 4))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
