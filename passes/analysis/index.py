@@ -102,7 +102,6 @@ class GraphIndex:
         return self._tables.setdefault(name, {})
 
 
-
 def graph_index(gm: fx.GraphModule, am: AnalysisManager | None = None, *,
                 annotated: bool = False) -> GraphIndex:
     """The :class:`GraphIndex` of ``gm`` at its current version: the manager's, or a fresh one.

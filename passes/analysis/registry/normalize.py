@@ -150,13 +150,20 @@ def _module_op(node: fx.Node, module: nn.Module | None) -> Op:
     return Op(OpSpec.of(kind, **params), tuple(operands.nodes))
 
 
+#: class -> its module form's builder (None: no form), for the forms registered so far.
+_BUILDERS: dict[type, Any] = {}
+_BUILDERS_FOR: list[int] = [0]  # how many forms _BUILDERS was computed from
+
+
 def _module_builder(cls: type) -> Any:
     """The form of the nearest class in ``cls``'s MRO (a subclass form beats its base's)."""
-    by_class = dict(MODULE_FORMS)
-    for base in cls.__mro__:
-        if base in by_class:
-            return by_class[base]
-    return None
+    if _BUILDERS_FOR[0] != len(MODULE_FORMS):  # a family registered more forms: recompute
+        _BUILDERS.clear()
+        _BUILDERS_FOR[0] = len(MODULE_FORMS)
+    if cls not in _BUILDERS:
+        by_class = dict(MODULE_FORMS)
+        _BUILDERS[cls] = next((by_class[b] for b in cls.__mro__ if b in by_class), None)
+    return _BUILDERS[cls]
 
 
 def _bind(form: CallForm, node: fx.Node) -> dict[str, Any]:
