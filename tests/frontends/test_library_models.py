@@ -319,7 +319,8 @@ def _model_file(tmp_path: Path, name: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("name", ["timm:swin_tiny", "timm:mobilenetv3_small_100"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(libmodels.MODELS))
 def test_measure_cli(tmp_path, name):
     result = runner.invoke(app, ["measure", _model_file(tmp_path, name), "--device", "cpu",
                                  "--batch-size", "2", "--repeats", "1", "--json"])
@@ -327,7 +328,8 @@ def test_measure_cli(tmp_path, name):
     assert json.loads(result.stdout)["latency_ms"] > 0  # batch 1
 
 
-@pytest.mark.parametrize("name", ["timm:mobilenetv3_small_100", "transformers:vit"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(libmodels.MODELS))
 def test_train_cli(tmp_path, name):
     result = runner.invoke(app, ["train", _model_file(tmp_path, name), "--steps", "2",
                                  "--target", "synthetic", "--subset", "64", "--device", "cpu",
