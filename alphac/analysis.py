@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from torch import fx
 
@@ -24,12 +24,19 @@ from alphac.rewriter import graph_version
 
 F = TypeVar("F", covariant=True)
 
+#: ``preserved`` value meaning every analysis stays valid (a pass that changed nothing, or an edit
+#: that no analysis can see). Lives here, not in the pass manager, because :meth:`restamp` reads it.
+ALL_ANALYSES: frozenset[str] = frozenset({"*"})
+
 
 @runtime_checkable
 class Analysis(Protocol[F]):
-    """A pure analysis: ``compute`` infers a frozen fact about a subgraph of ``gm``."""
+    """A pure analysis: ``compute`` infers a frozen fact about a subgraph of ``gm``.
 
-    name: str
+    ``name`` is a class variable: every instance of an analysis, whatever its options, shares it.
+    """
+
+    name: ClassVar[str]
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> F: ...
 
@@ -103,9 +110,15 @@ class AnalysisManager:
         self._scratch.pop(gm, None)
 
     def restamp(self, gm: fx.GraphModule, old_version: int, preserved: frozenset[str]) -> None:
-        """After an edit, keep the facts of analyses (by name) that the edit declared preserved."""
+        """After an edit, keep the facts of analyses (by name) that the edit declared preserved.
+
+        ``preserved`` names analyses, or contains ``"*"`` (:data:`ALL_ANALYSES`): every fact stamped
+        ``old_version`` is carried to the current version. Facts of other versions stay stale.
+        The scratch store is not carried: it is keyed by node count too, and rebuilt on demand.
+        """
         new_version = graph_version(gm)
+        keep_all = not ALL_ANALYSES.isdisjoint(preserved)
         entries = self._cache.get(gm, {})
         for key, (version, fact) in list(entries.items()):
-            if version == old_version and key[0].name in preserved:
+            if version == old_version and (keep_all or key[0].name in preserved):
                 entries[key] = (new_version, fact)

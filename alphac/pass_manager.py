@@ -1,24 +1,24 @@
 """Passes, the pass registry and the PassManager that composes them.
 
-A pass is a small frozen dataclass with a ``name``, typed options as fields, and one method
-``run(gm, am) -> PassResult``. ``changed`` must be truthful: an idempotent pass run twice reports
+A pass is a small frozen dataclass with a class-level ``name`` (``ClassVar[str]``), typed options
+as fields, and one method ``run(gm, am) -> PassResult``. ``changed`` must be truthful: an idempotent pass run twice reports
 ``changed=False`` the second time. Mutations go through :class:`alphac.rewriter.Rewriter`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, runtime_checkable
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import ClassVar, Protocol, TypeVar, runtime_checkable
 
 from torch import fx
 
-from alphac.analysis import AnalysisManager
+from alphac.analysis import ALL_ANALYSES, AnalysisManager
 from alphac.errors import PassError
 from alphac.rewriter import graph_version
 
-#: ``preserved`` value meaning every analysis stays valid (a pass that changed nothing).
-ALL_ANALYSES = frozenset({"*"})
+__all__ = ["ALL_ANALYSES", "Pass", "PassManager", "PassResult", "get_pass", "register_pass",
+           "registered_passes"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,13 @@ class PassResult:
 
 @runtime_checkable
 class Pass(Protocol):
-    """A graph pass: ``run`` transforms (or only inspects) ``gm``."""
+    """A graph pass: ``run`` transforms (or only inspects) ``gm``.
 
-    name: str
+    ``name`` is a class variable (``name: ClassVar[str] = "verb_phrase"``), not a dataclass field:
+    every instance of a pass, whatever its options, has the same name.
+    """
+
+    name: ClassVar[str]
 
     def run(self, gm: fx.GraphModule, am: AnalysisManager) -> PassResult: ...
 
@@ -46,10 +50,17 @@ P = TypeVar("P", bound=type)
 
 
 def register_pass(cls: P) -> P:
-    """Class decorator: make a pass available by its ``name`` to :func:`get_pass`."""
+    """Class decorator: make a pass available by its ``name`` to :func:`get_pass`.
+
+    Pre: ``cls`` declares ``name: ClassVar[str] = "..."``; a dataclass *field* called ``name``
+    is refused, since an option could then rename one instance. Apply it above ``@dataclass``.
+    """
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name` to be registered")
+    if is_dataclass(cls) and any(f.name == "name" for f in fields(cls)):
+        raise TypeError(f"{cls.__name__}.name is a dataclass field; declare it "
+                        f"`name: ClassVar[str] = {name!r}`")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"two passes are both called {name!r}")
     _REGISTRY[name] = cls

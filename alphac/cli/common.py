@@ -102,22 +102,3 @@ def human(n: float) -> str:
             return f"{n / scale:.2f}{unit}"
     return f"{n:g}"
 
-
-def model_cost(traced) -> dict[str, Any]:
-    """Params and FLOPs of a traced model from the symbolic cost analysis, at its example input.
-
-    ``flops`` is per sample (matrix work, 1 multiply-add = 2 FLOPs, the torch.utils.flop_counter
-    convention); ``flops_expr`` the same cost for the whole batch in the input's symbols.
-    """
-    from alphac.analysis import AnalysisManager
-    from alphac.ir import Subgraph, count_params
-    from alphac.passes.analysis import CostAnalysis
-
-    fact = AnalysisManager().get(CostAnalysis(), traced.gm, Subgraph.whole(traced.gm))
-    batch_flops = fact.concrete().flops
-    return {
-        "params": count_params(traced.gm),
-        "flops": batch_flops // traced.input_shape[0],
-        "flops_batch": batch_flops,
-        "flops_expr": str(fact.flops),
-    }

@@ -15,7 +15,6 @@ from alphac.cli.common import (
     handles_user_errors,
     human,
     load_traced,
-    model_cost,
     print_diagnostics,
     print_json,
 )
@@ -38,16 +37,18 @@ def summarize(traced) -> tuple[dict[str, Any], Diagnostics]:
     at most one), inner repeated levels nested under ``children``; ``diagnostics`` lists the ops
     the cost analysis had no exact rule for.
     """
+    from alphac.passes.analysis.cost import model_cost
+
     with collect() as diagnostics, diagnostics.label(Subgraph.whole(traced.gm), "<model>"):
-        cost = model_cost(traced)
+        cost = model_cost(traced.gm, traced.example_inputs)
     return {
         "model": traced.source,
         "frontend": traced.frontend,
         "nodes": len(compute_nodes(traced.gm)),
-        "params": cost["params"],
-        "flops": cost["flops_batch"],
-        "flops_per_sample": cost["flops"],
-        "flops_expr": cost["flops_expr"],
+        "params": cost.params,
+        "flops": cost.flops,
+        "flops_per_sample": cost.flops_per_sample,
+        "flops_expr": str(cost.flops_expr),
         "input_shape": list(traced.input_shape),
         "output_shape": list(traced.output_shape),
         "blocks": [block_tree(b) for b in traced.blocks],

@@ -17,7 +17,6 @@ from alphac.cli.common import (
     handles_user_errors,
     human,
     load_traced,
-    model_cost,
     print_json,
 )
 
@@ -35,16 +34,17 @@ def measure(
     json_output: JsonOpt = False,
 ) -> None:
     """Measure MODEL: params, FLOPs per sample, latency at batch 1 and throughput."""
+    from alphac.passes.analysis.cost import model_cost
     from alphac.runtime.device import resolve_device
     from alphac.runtime.measure import measure_speed
 
     dev = resolve_device(device)
     traced = load_traced(model, target, input_shape)
     sample_shape = traced.input_shape[1:]
-    cost = model_cost(traced)
+    cost = model_cost(traced.gm, traced.example_inputs)
     timing = measure_speed(traced.gm, sample_shape, device=dev, batch_size=batch_size,
                            repeats=repeats)
-    result = {"model": model, "params": cost["params"], "flops": cost["flops"],
+    result = {"model": model, "params": cost.params, "flops": cost.flops_per_sample,
               "latency_ms": timing.latency_ms, "throughput": timing.throughput,
               "batch_size": timing.batch_size, "device": timing.device,
               "input_shape": list(sample_shape)}
@@ -52,8 +52,8 @@ def measure(
         print_json(result)
         return
     table = Table(title=f"{model} on {timing.device}", show_header=False)
-    table.add_row("params", f"{human(cost['params'])} ({cost['params']:,})")
-    table.add_row("FLOPs/sample", human(cost["flops"]))
+    table.add_row("params", f"{human(cost.params)} ({cost.params:,})")
+    table.add_row("FLOPs/sample", human(cost.flops_per_sample))
     table.add_row("latency (batch 1)", f"{timing.latency_ms:.3f} ms")
     table.add_row(f"throughput (batch {timing.batch_size})", f"{timing.throughput:,.0f} images/s")
     console.print(table)

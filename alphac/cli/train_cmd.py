@@ -19,7 +19,6 @@ from alphac.cli.common import (
     handles_user_errors,
     human,
     load_traced,
-    model_cost,
     print_json,
 )
 
@@ -30,6 +29,7 @@ def run_training(
     lr: float | None, seed: int, compile_model: bool,
 ) -> dict[str, Any]:
     """Load, trace, train and evaluate MODEL; the JSON-ready result of `alphac train`."""
+    from alphac.passes.analysis.cost import model_cost
     from alphac.runtime.device import resolve_device
     from alphac.runtime.recipe import parse_duration
     from alphac.runtime.targets import get_target
@@ -42,8 +42,8 @@ def run_training(
     )
     dev = resolve_device(device)
     traced = load_traced(model, spec.name, None)
-    cost = model_cost(traced)
-    extra = {"params": cost["params"], "flops": cost["flops"], "recipe": recipe.to_dict()}
+    cost = model_cost(traced.gm, traced.example_inputs)
+    extra = {"params": cost.params, "flops": cost.flops_per_sample, "recipe": recipe.to_dict()}
     # Data first: a missing dataset is reported before any progress bar appears.
     data = load_task_data(spec, recipe, seed=seed, data_dir=data_dir, device=dev)
     try:

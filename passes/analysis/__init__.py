@@ -2,13 +2,21 @@
 
 ``ShapeAnalysis`` (symbolic shapes and layouts), ``DepthAnalysis`` (nonlinear depth),
 ``MixingAnalysis`` (which input dims reach which output dims), ``CostAnalysis`` (params and FLOPs
-in the shape symbols) and ``FingerprintAnalysis`` (structural hash); each property also comes as a
-``Property`` (infer, distance, mutate) over its lattice.
+in the shape symbols; :func:`model_cost` for a whole model at its example batch) and
+``FingerprintAnalysis`` (structural hash); each property also comes as a ``Property`` (infer,
+distance, mutate) over its lattice.
 """
 
 from __future__ import annotations
 
-from alphac.passes.analysis.cost import OTHER_COST, Cost, CostAnalysis, CostFact
+from alphac.passes.analysis.cost import (
+    OTHER_COST,
+    Cost,
+    CostAnalysis,
+    CostFact,
+    ModelCost,
+    model_cost,
+)
 from alphac.passes.analysis.depth import DepthAnalysis, DepthFact, DepthLattice, DepthProperty
 from alphac.passes.analysis.fingerprint import FingerprintAnalysis
 from alphac.passes.analysis.mixing import (
@@ -46,6 +54,7 @@ __all__ = [
     "MixingFact",
     "MixingLattice",
     "MixingProperty",
+    "ModelCost",
     "Op",
     "OpKind",
     "OpSpec",
@@ -55,6 +64,7 @@ __all__ = [
     "ShapeProperty",
     "TensorShape",
     "evaluate_dim",
+    "model_cost",
     "normalize",
     "tensor_inputs",
     "tensor_outputs",

@@ -14,24 +14,25 @@ Shape-only ops (reshape, permute, getitem, dropout at inference, ...) cost nothi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
 import sympy
+import torch
 from torch import fx, nn
 
 from alphac.analysis import AnalysisManager
 from alphac.diagnostics import report
-from alphac.ir import Subgraph
+from alphac.ir import Subgraph, count_params
 from alphac.passes.analysis.index import GraphIndex, graph_index
-from alphac.passes.analysis.registry import REGISTRY, activations, norms
+from alphac.passes.analysis.registry import REGISTRY, OpCost, activations, norms
 from alphac.passes.analysis.registry.common import FREE as _FREE
 from alphac.passes.analysis.shape import ShapeAnalysis, ShapeFact, evaluate_dim
 from alphac.passes.analysis.shape_dims import dims_same
 
-__all__ = ["OTHER_COST", "Cost", "CostAnalysis", "CostFact"]
+__all__ = ["OTHER_COST", "Cost", "CostAnalysis", "CostFact", "ModelCost", "model_cost"]
 
 ZERO = sympy.Integer(0)
 #: Other-FLOPs per element of the ops outside ``flops``, as the registry's cost rules count them
@@ -83,6 +84,28 @@ class CostFact:
 
     def __hash__(self) -> int:
         return hash(tuple(_probe(e) for e in (self.params, self.flops, self.other_flops)))
+
+
+def cost_terms(gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager
+               ) -> dict[str, OpCost]:
+    """Node name -> its :class:`OpCost` in the subgraph's cost (summed by :class:`CostAnalysis`):
+    ``params`` is the cost rule's formula where it counts the node's fresh parameter tensors at
+    the bindings, else that count as a constant (what a program lifted from the subgraph keeps)."""
+    shapes: ShapeFact = am.get(ShapeAnalysis(), gm, subgraph)
+    index = graph_index(gm, am)
+    values = shapes.node_shapes
+    seen: set[int] = set()
+    nodes = [index.nodes[name] for name in subgraph.nodes]
+    terms: dict[str, OpCost] = {}
+    # Ops claim the parameters they read (module weights, or get_attr weights of a functional
+    # conv); parameters left over (a position embedding) count as constants afterwards.
+    for node in [n for n in nodes if n.op != "get_attr"] + [n for n in nodes
+                                                            if n.op == "get_attr"]:
+        cost = _FREE if node.op == "get_attr" else _node_cost(index, node, values)
+        params = CostAnalysis._params(gm, node, index.modules, cost.params, seen,
+                                      shapes.bindings)
+        terms[node.name] = OpCost(params, cost.flops, cost.other)
+    return terms
 
 
 def _probe(expr: sympy.Expr) -> Any:
@@ -146,21 +169,10 @@ class CostAnalysis:
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> CostFact:
         shapes: ShapeFact = am.get(ShapeAnalysis(), gm, subgraph)
-        index = graph_index(gm, am)
-        values = shapes.node_shapes
-        seen: set[int] = set()
-        params, flops, other = [], [], []
-        nodes = [index.nodes[name] for name in subgraph.nodes]
-        # Ops claim the parameters they read (module weights, or get_attr weights of a functional
-        # conv); parameters left over (a position embedding) count as constants afterwards.
-        for node in [n for n in nodes if n.op != "get_attr"] + [n for n in nodes
-                                                                if n.op == "get_attr"]:
-            cost = _FREE if node.op == "get_attr" else _node_cost(index, node, values)
-            flops.append(cost.flops)
-            other.append(cost.other)
-            params.append(self._params(gm, node, index.modules, cost.params, seen,
-                                       shapes.bindings))
-        return CostFact(sympy.Add(*params), sympy.Add(*flops), sympy.Add(*other), shapes.bindings)
+        terms = cost_terms(gm, subgraph, am).values()
+        return CostFact(sympy.Add(*(t.params for t in terms)),
+                        sympy.Add(*(t.flops for t in terms)),
+                        sympy.Add(*(t.other for t in terms)), shapes.bindings)
 
     @staticmethod
     def _params(gm: fx.GraphModule, node: fx.Node, modules: Mapping[str, nn.Module],
@@ -188,3 +200,39 @@ def _evaluates_to(expr: sympy.Expr, bindings: Mapping[sympy.Symbol, int], value:
 
 def _warn_once(what: str, why: str) -> None:
     report("cost", what, "cost analysis: " + why.format(what=what), seen=_WARNED, stacklevel=3)
+
+
+# ---- a whole model's cost, as the CLI reports it and the search ranks by -------------------------
+@dataclass(frozen=True)
+class ModelCost:
+    """A traced model's parameters and matrix FLOPs at its example batch.
+
+    ``flops`` is for the whole example batch, ``flops_per_sample`` for one sample (the
+    ``torch.utils.flop_counter`` convention: one multiply-add is 2 FLOPs, bias adds excluded);
+    ``flops_expr`` is the batch's FLOPs in the input's shape symbols (``B``, ``H``, ``W``, ...).
+    """
+
+    params: int
+    flops: int
+    flops_per_sample: int
+    flops_expr: sympy.Expr
+
+
+def model_cost(gm: fx.GraphModule, example_inputs: torch.Tensor | Sequence[torch.Tensor],
+               am: AnalysisManager | None = None) -> ModelCost:
+    """Params and FLOPs of the whole of ``gm`` from :class:`CostAnalysis`, at its example batch.
+
+    Pre: ``gm`` carries traced shapes (as a frontend's ``TracedModel.gm`` does) for
+    ``example_inputs``, whose first tensor is batch first. The fact is cached in ``am`` when given.
+    Post: ``params == count_params(gm)``; ``flops_per_sample * batch == flops``.
+    Example: ``nn.Linear(8, 4)`` on a ``(2, 8)`` batch -> ``ModelCost(params=36, flops=128,
+    flops_per_sample=64, flops_expr=B*C**2)`` (``B = 2``, ``C = 8``, the output width is ``C/2``).
+    """
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    first = next((x for x in inputs if isinstance(x, torch.Tensor) and x.dim() > 0), None)
+    if first is None:
+        raise ValueError("model_cost needs a batched example input (a tensor, batch first)")
+    fact = (am or AnalysisManager()).get(CostAnalysis(), gm, Subgraph.whole(gm))
+    batch_flops = fact.concrete().flops
+    return ModelCost(params=count_params(gm), flops=batch_flops,
+                     flops_per_sample=batch_flops // int(first.shape[0]), flops_expr=fact.flops)

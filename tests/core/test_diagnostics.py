@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
@@ -98,7 +99,7 @@ def test_threads_do_not_share_a_collector():
 class _Reporting:
     """A toy analysis that reports one op per node it analyses."""
 
-    name: str = "toy"
+    name: ClassVar[str] = "toy"
 
     def compute(self, gm: fx.GraphModule, subgraph: Subgraph, am: AnalysisManager) -> int:
         for node in subgraph.nodes:

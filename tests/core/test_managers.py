@@ -1,15 +1,27 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+import pkgutil
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from typing import ClassVar
 
 import pytest
 import torch
 from torch import fx, nn
 
+import alphac.passes
+from alphac.analysis import ALL_ANALYSES as CORE_ALL_ANALYSES
 from alphac.analysis import AnalysisManager
 from alphac.errors import PassError
 from alphac.ir import Subgraph
-from alphac.pass_manager import PassManager, PassResult, get_pass, register_pass, registered_passes
+from alphac.pass_manager import (
+    ALL_ANALYSES,
+    PassManager,
+    PassResult,
+    get_pass,
+    register_pass,
+    registered_passes,
+)
 from alphac.passes.transform.eliminate_dead_code import EliminateDeadCode
 from alphac.passes.transform.remove_identities import RemoveIdentities
 from alphac.rewriter import Rewriter, graph_version
@@ -19,7 +31,7 @@ from alphac.rewriter import Rewriter, graph_version
 class CountNodes:
     """A toy analysis: how many nodes a subgraph has; ``calls`` records each computation."""
 
-    name: str = "count_nodes"
+    name: ClassVar[str] = "count_nodes"
     calls: list | None = field(default=None, compare=False, hash=False)
 
     def compute(self, gm, subgraph, am):
@@ -91,7 +103,7 @@ def test_verifier_runs_after_each_pass(gm):
 
 @dataclass(frozen=True)
 class Broken:
-    name: str = "broken"
+    name: ClassVar[str] = "broken"
 
     def run(self, gm, am):
         raise RuntimeError("boom")
@@ -101,7 +113,7 @@ class Broken:
 class Sneaky:
     """Claims a change but bypasses the Rewriter."""
 
-    name: str = "sneaky"
+    name: ClassVar[str] = "sneaky"
 
     def run(self, gm, am):
         return PassResult(gm, changed=True)
@@ -147,7 +159,7 @@ def test_registry():
 class RenameReluToGelu:
     """Swaps relu for gelu; the node count stays, so it declares count_nodes preserved."""
 
-    name: str = "relu_to_gelu"
+    name: ClassVar[str] = "relu_to_gelu"
 
     def run(self, gm, am):
         relus = [n for n in gm.graph.nodes if n.target is torch.relu]
@@ -171,3 +183,116 @@ def test_preserved_facts_survive_a_change_and_others_do_not(gm):
     PassManager([EliminateDeadCode()], am=am).run(gm)  # changes, preserves nothing
     am.get(counted, gm)
     assert len(calls) == 2
+
+
+@dataclass(frozen=True)
+class CountCalls:
+    """A second toy analysis, so restamp has facts of two analyses to keep or drop."""
+
+    name: ClassVar[str] = "count_calls"
+
+    def compute(self, gm, subgraph, am):
+        return sum(n.op == "call_function" for n in gm.graph.nodes if n.name in subgraph.nodes)
+
+
+@dataclass(frozen=True)
+class RenameKeepingEverything:
+    """Swaps relu for gelu and declares every analysis preserved."""
+
+    name: ClassVar[str] = "relu_to_gelu_keep_all"
+
+    def run(self, gm, am):
+        result = RenameReluToGelu().run(gm, am)
+        return replace(result, preserved=ALL_ANALYSES) if result.changed else result
+
+
+def test_all_analyses_is_one_value_in_core_and_pass_manager():
+    assert ALL_ANALYSES is CORE_ALL_ANALYSES
+
+
+def test_restamp_with_all_analyses_keeps_every_fact(gm):
+    am = AnalysisManager()
+    counted, calls = CountNodes(calls=[]), CountCalls()
+    am.get(counted, gm)
+    am.get(calls, gm)
+    assert PassManager([RenameKeepingEverything()], am=am).run(gm).changed
+    assert am.cached(gm) == 2  # both facts carried to the new version
+    misses = am.stats.misses
+    am.get(counted, gm)
+    am.get(calls, gm)
+    assert am.stats.misses == misses and len(counted.calls) == 1
+
+
+def test_restamp_by_name_keeps_only_the_named_analysis(gm):
+    am = AnalysisManager()
+    counted, calls = CountNodes(calls=[]), CountCalls()
+    am.get(counted, gm)
+    am.get(calls, gm)
+    PassManager([RenameReluToGelu()], am=am).run(gm)  # preserves count_nodes only
+    assert am.cached(gm) == 1
+    am.get(counted, gm)
+    assert len(counted.calls) == 1
+
+
+def test_restamp_all_analyses_does_not_revive_facts_of_older_versions(gm):
+    am = AnalysisManager()
+    am.get(CountNodes(), gm)  # stamped version 0
+    Rewriter(gm).finish()  # an edit: version 1, the version-0 fact is stale now
+    old = graph_version(gm)
+    Rewriter(gm).finish()
+    am.restamp(gm, old, ALL_ANALYSES)
+    assert am.cached(gm) == 0
+
+
+def _all_registered_passes() -> list[type]:
+    for info in pkgutil.walk_packages(alphac.passes.__path__, "alphac.passes."):
+        if info.name.startswith("alphac.passes.transform"):
+            importlib.import_module(info.name)
+    return [type(get_pass(name)) for name in registered_passes()]
+
+
+def _option_variants(cls: type) -> list:
+    """The default instance and one per boolean option flipped."""
+    default = cls()
+    flips = [f for f in fields(cls) if f.default is not MISSING and isinstance(f.default, bool)]
+    return [default, *(replace(default, **{f.name: not f.default}) for f in flips)]
+
+
+def test_every_registered_pass_has_a_class_variable_name_shared_by_its_instances():
+    passes = _all_registered_passes()
+    assert {EliminateDeadCode, RemoveIdentities} <= set(passes)
+    for cls in passes:
+        assert "ClassVar" in str(cls.__annotations__.get("name")), cls.__name__
+        assert not is_dataclass(cls) or "name" not in {f.name for f in fields(cls)}, cls.__name__
+        variants = _option_variants(cls)
+        assert {v.name for v in variants} == {cls.name}, cls.__name__
+    assert len(_option_variants(RemoveIdentities)) == 2  # include_dropout flipped
+    with pytest.raises(TypeError):
+        RemoveIdentities(name="renamed")  # not an option
+
+
+def test_every_analysis_has_a_class_variable_name():
+    from alphac.passes.analysis import (
+        CostAnalysis,
+        DepthAnalysis,
+        FingerprintAnalysis,
+        MixingAnalysis,
+        ShapeAnalysis,
+    )
+
+    for cls in (CostAnalysis, DepthAnalysis, FingerprintAnalysis, MixingAnalysis, ShapeAnalysis):
+        assert "name" not in {f.name for f in fields(cls)}, cls.__name__
+        assert cls().name == cls.name
+
+
+def test_register_pass_refuses_a_name_field():
+    @dataclass(frozen=True)
+    class NameAsOption:
+        name: str = "name_as_option"
+
+        def run(self, gm, am):
+            return PassResult(gm, changed=False)
+
+    with pytest.raises(TypeError, match="ClassVar"):
+        register_pass(NameAsOption)
+    assert "name_as_option" not in registered_passes()

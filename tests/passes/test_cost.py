@@ -11,7 +11,7 @@ from alphac.analysis import AnalysisManager
 from alphac.frontends import annotate_shapes, load, zoo
 from alphac.frontends.blocks import walk_blocks
 from alphac.ir import Subgraph, count_params, extract, flop_counter_flops
-from alphac.passes.analysis.cost import OTHER_COST, CostAnalysis, CostFact
+from alphac.passes.analysis.cost import OTHER_COST, CostAnalysis, CostFact, model_cost
 from alphac.passes.analysis.ground_truth import subgraph_inputs
 from alphac.symbols import dim, same
 
@@ -152,3 +152,36 @@ def test_cost_fact_equality_is_semantic_and_hash_consistent():
     b = CostFact(18 * C**2 + 4 * C, 36 * B * H * W * C**2)
     assert a == b and hash(a) == hash(b)
     assert a != CostFact(18 * C**2, 36 * B * C**2 * H * W)
+
+
+def test_model_cost_of_a_linear_layer_at_two_batches():
+    for batch in (2, 5):
+        x = torch.randn(batch, 8)
+        gm = fx.symbolic_trace(nn.Linear(8, 4))
+        annotate_shapes(gm, (x,))
+        cost = model_cost(gm, x)
+        assert (cost.params, cost.flops, cost.flops_per_sample) == (36, 64 * batch, 64)
+        assert same(cost.flops_expr, B * C**2)  # 2*B*C*(C/2), the output width 4 = C/2
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_ti4"])
+def test_model_cost_matches_count_params_and_flop_counter_per_sample(zoo_model, name):
+    model = zoo_model(name)
+    batch = model.input_shape[0]
+    am = AnalysisManager()
+    cost = model_cost(model.gm, model.example_inputs, am)
+    flops = flop_counter_flops(model.gm, model.example_inputs)
+    assert cost.params == count_params(model.gm)
+    assert (cost.flops, cost.flops_per_sample) == (flops, flops // batch)
+    assert cost.flops_per_sample * batch == cost.flops
+    assert same(cost.flops_expr, am.get(CostAnalysis(), model.gm).flops)
+    hits = am.stats.hits
+    model_cost(model.gm, model.example_inputs, am)  # served from the manager's cache
+    assert am.stats.hits == hits + 1
+
+
+def test_model_cost_needs_a_batched_input():
+    gm = fx.symbolic_trace(nn.Linear(8, 4))
+    annotate_shapes(gm, (torch.randn(2, 8),))
+    with pytest.raises(ValueError, match="batched"):
+        model_cost(gm, (torch.tensor(1.0),))
