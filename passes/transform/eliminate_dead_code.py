@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import fx
 
@@ -22,18 +23,7 @@ class EliminateDeadCode:
     Example: ``y = relu(x); z = conv(x); return z`` -> ``z = conv(x); return z``.
     """
 
-    name: str = "eliminate_dead_code"
+    name: ClassVar[str] = "eliminate_dead_code"
 
     def run(self, gm: fx.GraphModule, am: AnalysisManager) -> PassResult:
-        dead = [
-            n
-            for n in gm.graph.nodes
-            if n.op in ("call_module", "call_function", "call_method", "get_attr")
-            and not n.users
-            and not n.is_impure()
-        ]
-        if not dead:
-            return PassResult(gm, changed=False)
-        with Rewriter(gm).edit(eliminate_dead_code=True):
-            pass
-        return PassResult(gm, changed=True)
+        return PassResult(gm, changed=Rewriter(gm).commit(eliminate_dead_code=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import fx
 
@@ -25,7 +26,7 @@ class RemoveIdentities:
     Example: ``y = self.id(x); z = relu(y.contiguous())`` -> ``z = relu(x)``.
     """
 
-    name: str = "remove_identities"
+    name: ClassVar[str] = "remove_identities"
     include_dropout: bool = False
 
     def run(self, gm: fx.GraphModule, am: AnalysisManager) -> PassResult:
@@ -38,11 +39,11 @@ class RemoveIdentities:
         if not targets:
             return PassResult(gm, changed=False)
         replaced: dict[fx.Node, fx.Node] = {}
-        with Rewriter(gm).edit(eliminate_dead_code=True) as graph:
+        with Rewriter(gm).session() as rw:
             for node, x in targets:  # in graph order: an identity of an identity is gone already
                 replaced[node] = replaced.get(x, x)
-                node.replace_all_uses_with(replaced[node])
-                graph.erase_node(node)
+                rw.replace_all_uses(node, replaced[node])
+                rw.erase(node)
         return PassResult(gm, changed=True)
 
 

@@ -43,16 +43,20 @@ from alphac.passes.analysis.registry import (  # noqa: F401 - each registers its
     reductions,
 )
 from alphac.passes.analysis.registry.core import (
+    BUILDS,
     CALL_FORMS,
     MODULE_FORMS,
     REGISTRY,
+    Built,
     CallForm,
+    NotMaterialisable,
     OpCost,
     OpKind,
     OpSpec,
     Ref,
     call_form,
     kind_of,
+    materialise,
     module_form,
     refs,
     register,
@@ -66,7 +70,11 @@ from alphac.passes.analysis.registry.normalize import (
 )
 
 __all__ = [
+    "BUILDS",
     "CALL_FORMS",
+    "Built",
+    "NotMaterialisable",
+    "materialise",
     "MODULE_FORMS",
     "REGISTRY",
     "CallForm",

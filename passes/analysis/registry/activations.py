@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from alphac.passes.analysis.mixing_boxes import Product, Rule, full
+from alphac.passes.analysis.registry.build import module
 from alphac.passes.analysis.registry.common import (
     NO_PULLS,
     extras,
@@ -26,6 +27,7 @@ from alphac.passes.analysis.registry.core import (
     call_form,
     module_form,
     register,
+    register_builds,
 )
 
 #: kind -> other-FLOPs per element.
@@ -80,3 +82,13 @@ for _kind in ("silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "leaky_relu
     call_form(CallForm(_kind), _kind)
 call_form(CallForm("softmax", ("dim",), {"dim": -1}), "softmax", "_softmax")
 call_form(CallForm("log_softmax", ("dim",), {"dim": -1}), "log_softmax", "_log_softmax")
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+register_builds({
+    "relu": module(nn.ReLU), "relu6": module(nn.ReLU6), "silu": module(nn.SiLU),
+    "sigmoid": module(nn.Sigmoid), "tanh": module(nn.Tanh), "hardswish": module(nn.Hardswish),
+    "hardsigmoid": module(nn.Hardsigmoid), "leaky_relu": module(nn.LeakyReLU),
+    "elu": module(nn.ELU), "gelu": module(nn.GELU, "approximate"),
+    "softmax": module(nn.Softmax, "dim"), "log_softmax": module(nn.LogSoftmax, "dim"),
+})

@@ -15,10 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 import sympy
+import torch
 
 from alphac.passes.analysis.mixing_boxes import NO_PULLS, Rule
+from alphac.passes.analysis.registry.build import function, thaw
 from alphac.passes.analysis.registry.common import free
-from alphac.passes.analysis.registry.core import CallForm, OpKind, OpSpec, Ref, call_form, register
+from alphac.passes.analysis.registry.core import (
+    Built,
+    CallForm,
+    OpKind,
+    OpSpec,
+    Ref,
+    call_form,
+    register,
+    register_builds,
+)
 from alphac.passes.analysis.shape_dims import TensorShape, as_expr, default_layout
 
 _NO_VALUE = object()
@@ -103,3 +114,17 @@ call_form(CallForm("full", ("rest",), varargs="rest", first="size", finish=_size
 call_form(CallForm("full", ("rest",), varargs="rest", first="size", finish=_sized(None)),
           "empty")
 call_form(CallForm("full", ("fill_value",), first="size", finish=_full), "full")
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _full_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    value = spec.get("value")
+    fn = {0: torch.zeros, 1: torch.ones, None: torch.empty}.get(value) if not isinstance(
+        value, float) or value in (0, 1) else None
+    if fn is None:
+        return Built("call_function", torch.full, (thaw(spec.get("size")), value))
+    return Built("call_function", fn, (thaw(spec.get("size")),))
+
+
+register_builds({"arange": function(torch.arange, "start", "end", "step", first=False),
+                 "full": _full_build})

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sympy
+import torch.nn.functional as F
 from torch import nn
 
 from alphac.passes.analysis.mixing_boxes import (
@@ -42,6 +43,7 @@ from alphac.passes.analysis.mixing_boxes import (
     stencil_map,
     transposed_stencil_map,
 )
+from alphac.passes.analysis.registry.build import function, need, thaw
 from alphac.passes.analysis.registry.common import (
     FREE,
     ZERO,
@@ -51,13 +53,17 @@ from alphac.passes.analysis.registry.common import (
     tensor,
 )
 from alphac.passes.analysis.registry.core import (
+    Built,
     CallForm,
+    NotMaterialisable,
     OpCost,
     OpKind,
     OpSpec,
+    Ref,
     call_form,
     module_form,
     register,
+    register_builds,
 )
 from alphac.passes.analysis.shape_dims import (
     TensorShape,
@@ -426,3 +432,56 @@ register(
     OpKind("pad", "linear", _pad_shape, _pad_mixing, free, layout="preserve",
            doc="constant/reflect/replicate/circular padding; amounts may be computed sizes"),
 )
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _nd(prefix: str, n: int) -> Any:
+    return getattr(nn, f"{prefix}{n}d")
+
+
+def _conv_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    n, transposed = spec.get("dims"), spec.get("transposed")
+    padding = "same" if spec.get("same") else thaw(spec.get("padding"))
+    if isinstance(spec.get("weight"), Ref):  # functional: the weight is an operand
+        if transposed:
+            raise NotMaterialisable("conv: a functional transposed conv is not built")
+        fn = getattr(F, f"conv{n}d")
+        args = (Ref(0), spec.get("weight"), spec.get("bias"), thaw(spec.get("stride")), padding,
+                thaw(spec.get("dilation")), spec.get("groups"))
+        return Built("call_function", fn, args)
+    c_in, c_out, kernel, groups = need(spec, "in_channels", "out_channels", "kernel", "groups")
+    common = dict(stride=thaw(spec.get("stride")), groups=groups, bias=bool(spec.get("bias")),
+                  dilation=thaw(spec.get("dilation")), padding_mode=spec.get("padding_mode"))
+    if transposed:
+        m = _nd("ConvTranspose", n)(c_in, c_out, kernel, padding=padding,
+                                    output_padding=thaw(spec.get("output_padding")), **common)
+    else:
+        m = _nd("Conv", n)(c_in, c_out, kernel, padding=padding, **common)
+    return Built("call_module", m, (Ref(0),))
+
+
+def _pool_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    n, kernel, stride, padding = need(spec, "dims", "kernel", "stride", "padding")
+    if spec.kind == "max_pool":
+        m = _nd("MaxPool", n)(kernel, stride, padding, thaw(spec.get("dilation")),
+                              ceil_mode=spec.get("ceil_mode"))
+    elif set(thaw(spec.get("dilation"))) != {1}:
+        raise NotMaterialisable("avg_pool: torch's average pools have no dilation")
+    else:
+        m = _nd("AvgPool", n)(kernel, stride, padding, ceil_mode=spec.get("ceil_mode"))
+    return Built("call_module", m, (Ref(0),))
+
+
+def _adaptive_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    (size,) = need(spec, "output_size")
+    if spec.get("with_indices"):
+        raise NotMaterialisable(f"{spec.kind}: the (values, indices) form is not built")
+    prefix = "AdaptiveAvgPool" if spec.kind == "adaptive_avg_pool" else "AdaptiveMaxPool"
+    return Built("call_module", _nd(prefix, len(size))(size), (Ref(0),))
+
+
+register_builds({
+    "conv": _conv_build, "max_pool": _pool_build, "avg_pool": _pool_build,
+    "adaptive_avg_pool": _adaptive_build, "adaptive_max_pool": _adaptive_build,
+    "pad": function(F.pad, "pad"),
+})

@@ -200,3 +200,50 @@ def call_form(form: CallForm, *names: str) -> None:
 def all_forms() -> Iterable[str]:
     """Every call name with a form (for tests and docs)."""
     return CALL_FORMS.keys()
+
+
+# ---- materialising: an op kind becomes fx again ---------------------------------------------------
+@dataclass(frozen=True)
+class Built:
+    """How to spell a concrete spec in fx: ``op`` is ``call_module`` (``target`` a fresh
+    ``nn.Module``), ``call_function`` (a callable) or ``call_method`` (a method name); ``args``
+    and ``kwargs`` hold :class:`Ref` where an operand goes (tuples recursively)."""
+
+    op: str
+    target: Any
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+class NotMaterialisable(ValueError):
+    """The spec cannot become fx again (say why: an unknown op, a library-only module, ...)."""
+
+
+#: kind -> ``build(spec, shapes) -> Built``; ``shapes`` are the operands' concrete shapes (a
+#: tuple of ints, or None where unknown), for modules whose class depends on the rank.
+BuildRule = Callable[[OpSpec, tuple[Any, ...]], Built]
+BUILDS: dict[str, BuildRule] = {}
+
+
+def register_builds(builds: Mapping[str, BuildRule]) -> None:
+    """Register each kind's materialise rule (a family file, next to its kinds' other rules)."""
+    for kind, rule in builds.items():
+        if kind not in REGISTRY or kind in BUILDS:
+            raise ValueError(f"build for {kind!r}: not a registered kind, or built twice")
+        BUILDS[kind] = rule
+
+
+def materialise(spec: OpSpec, shapes: tuple[Any, ...] = ()) -> Built:
+    """The fx spelling of the concrete ``spec`` (no sympy left in its params), such that
+    normalising the built node gives ``spec`` back. Raises :class:`NotMaterialisable`.
+
+    Example: ``OpSpec.of("relu")`` -> ``Built("call_module", nn.ReLU())``;
+    ``OpSpec.of("add", other=Ref(1))`` -> ``Built("call_function", torch.add, (%0, %1))``.
+    """
+    rule = BUILDS.get(spec.kind)
+    if rule is None:
+        raise NotMaterialisable(f"op kind {spec.kind!r} has no materialise rule")
+    bad = [k for k, v in spec.params if isinstance(v, sympy.Basic) and not v.is_Integer]
+    if bad:
+        raise NotMaterialisable(f"{spec.kind}: params {bad} are still symbolic; instantiate first")
+    return rule(spec, shapes)

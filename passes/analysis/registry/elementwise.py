@@ -16,10 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 import sympy
+import torch
 from torch import nn
 
 from alphac.modes import ModeValue
 from alphac.passes.analysis.mixing_boxes import Product, Rule, broadcast_dims
+from alphac.passes.analysis.registry.build import function, method, module
 from alphac.passes.analysis.registry.common import (
     FREE,
     NO_PULLS,
@@ -30,7 +32,9 @@ from alphac.passes.analysis.registry.common import (
     same_shape,
 )
 from alphac.passes.analysis.registry.core import (
+    Built,
     CallForm,
+    NotMaterialisable,
     OpCost,
     OpKind,
     OpSpec,
@@ -38,6 +42,7 @@ from alphac.passes.analysis.registry.core import (
     module_form,
     refs,
     register,
+    register_builds,
 )
 from alphac.passes.analysis.shape_dims import (
     TensorShape,
@@ -248,3 +253,38 @@ def _by_class_name(m: nn.Module) -> tuple[str, dict[str, Any]] | None:
 
 
 __all__ = ["DROP_PATH_CLASSES"]
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _binary(fn: Any) -> Any:
+    rule = function(fn, "other", drop=("reverse",))
+
+    def build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+        if spec.get("reverse"):
+            raise NotMaterialisable(f"{spec.kind}: reversed operands (rsub) are not built")
+        return rule(spec, shapes)
+
+    return build
+
+
+def _compare_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    return function(getattr(torch, spec.get("op")), "other", drop=("op",))(spec, shapes)
+
+
+def _not_built(why: str) -> Any:
+    def build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+        raise NotMaterialisable(f"{spec.kind}: {why}")
+
+    return build
+
+
+register_builds({
+    "add": _binary(torch.add), "sub": _binary(torch.sub), "mul": _binary(torch.mul),
+    "div": _binary(torch.div), "floordiv": _binary(torch.floor_divide),
+    "mod": _binary(torch.remainder), "neg": function(torch.neg), "compare": _compare_build,
+    "masked_fill": method("masked_fill", "mask", "value"),
+    "identity": module(nn.Identity), "dropout": module(nn.Dropout, "p"),
+    "drop_path": _not_built("its module class comes from a library (timm) the registry does "
+                            "not import"),
+    "mode_value": _not_built("the spec keeps only the eval value; the train value is lost"),
+})

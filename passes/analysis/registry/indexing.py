@@ -20,6 +20,7 @@ None, None), ("slice", None, %1, None)))`` with operands ``(x, H)``.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import sympy
@@ -35,14 +36,17 @@ from alphac.passes.analysis.mixing_boxes import (
     shift_out,
     slice_map,
 )
+from alphac.passes.analysis.registry.build import function
 from alphac.passes.analysis.registry.common import extras, free, tensor
 from alphac.passes.analysis.registry.core import (
+    Built,
     CallForm,
     OpKind,
     OpSpec,
     Ref,
     call_form,
     register,
+    register_builds,
 )
 from alphac.passes.analysis.registry.layout import is_shape
 from alphac.passes.analysis.shape_dims import (
@@ -487,3 +491,21 @@ call_form(CallForm("unbind", ("dim",), {"dim": 0}), "unbind")
 call_form(CallForm("size", ("dim",), {"dim": None, "attr": "shape"}), "size", "sym_size")
 call_form(CallForm("size", (), {"dim": None, "attr": "ndim"}), "dim")
 call_form(CallForm("size", ("attr",), {"dim": None}), "getattr")
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _size_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    attr, dim = spec.get("attr"), spec.get("dim")
+    if attr == "ndim":
+        return Built("call_method", "dim", (Ref(0),))
+    if attr != "shape":
+        return Built("call_function", getattr, (Ref(0), attr))
+    return Built("call_method", "size", (Ref(0),) if dim is None else (Ref(0), dim))
+
+
+register_builds({
+    "getitem": function(operator.getitem, "index", drop=("gathers",)),
+    "chunk": function(torch.chunk), "split": function(torch.split, "split_size"),
+    "tensor_split": function(torch.tensor_split, "sections"), "unbind": function(torch.unbind),
+    "size": _size_build,
+})

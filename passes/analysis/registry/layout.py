@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import sympy
+import torch
 from torch import nn
 
 from alphac.passes.analysis.mixing_boxes import (
@@ -30,6 +31,7 @@ from alphac.passes.analysis.mixing_boxes import (
     roll_map,
     shift_in,
 )
+from alphac.passes.analysis.registry.build import function, method
 from alphac.passes.analysis.registry.common import extras, free, same_shape, tensor
 from alphac.passes.analysis.registry.core import (
     CallForm,
@@ -39,6 +41,7 @@ from alphac.passes.analysis.registry.core import (
     call_form,
     module_form,
     register,
+    register_builds,
     resolve,
 )
 from alphac.passes.analysis.shape_dims import (
@@ -380,3 +383,15 @@ call_form(CallForm("repeat", ("repeats",), varargs="repeats"), "repeat")
 call_form(CallForm("roll", ("shifts", "dims"), {"dims": None}), "roll")
 call_form(CallForm("cat", ("dim",), {"dim": 0}, first="tensors"), "cat", "concat", "concatenate")
 call_form(CallForm("stack", ("dim",), {"dim": 0}, first="tensors"), "stack")
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+register_builds({
+    "reshape": method("reshape", "shape"), "flatten": function(torch.flatten),
+    "unflatten": function(torch.unflatten, "dim", "sizes"),
+    "unsqueeze": function(torch.unsqueeze, "dim"), "squeeze": method("squeeze"),
+    "permute": method("permute", "dims"), "transpose": function(torch.transpose),
+    "expand": method("expand", "sizes"), "repeat": method("repeat", "repeats"),
+    "roll": function(torch.roll), "cat": function(torch.cat, first=False),
+    "stack": function(torch.stack, first=False),
+})

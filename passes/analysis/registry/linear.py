@@ -29,6 +29,7 @@ from typing import Any
 
 import sympy
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alphac.passes.analysis.mixing_boxes import (
@@ -41,6 +42,7 @@ from alphac.passes.analysis.mixing_boxes import (
     full,
     group_map,
 )
+from alphac.passes.analysis.registry.build import function, need
 from alphac.passes.analysis.registry.common import (
     FREE,
     ZERO,
@@ -49,14 +51,17 @@ from alphac.passes.analysis.registry.common import (
     tensor,
 )
 from alphac.passes.analysis.registry.core import (
+    Built,
     CallForm,
     OpCost,
     OpKind,
     OpSpec,
+    Ref,
     call_form,
     module_form,
     refs,
     register,
+    register_builds,
 )
 from alphac.passes.analysis.shape_dims import (
     ONE,
@@ -386,3 +391,21 @@ register(
     OpKind("sdpa", "nonlinear", _sdpa_shape, _sdpa_mixing, _sdpa_cost, layout="attention",
            doc="scaled dot-product attention, every signature"),
 )
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _linear_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    if isinstance(spec.get("weight"), Ref):
+        return Built("call_function", F.linear, (Ref(0), spec.get("weight"), spec.get("bias")))
+    c_in, c_out = need(spec, "in_features", "out_features")
+    return Built("call_module", nn.Linear(c_in, c_out, bias=bool(spec.get("bias"))), (Ref(0),))
+
+
+def _einsum_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    return Built("call_function", torch.einsum, (spec.get("equation"), *spec.get("operands")))
+
+
+register_builds({
+    "linear": _linear_build, "matmul": function(torch.matmul, "other"), "einsum": _einsum_build,
+    "sdpa": function(F.scaled_dot_product_attention, "key", "value", drop=("mask_allowed",)),
+})

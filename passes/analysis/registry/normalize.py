@@ -30,7 +30,7 @@ from alphac.passes.analysis.registry.core import (
     Ref,
 )
 
-__all__ = ["Op", "normalize", "target_name"]
+__all__ = ["Op", "module_spec", "normalize", "target_name"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,14 @@ def _module_builder(cls: type) -> Any:
         by_class = dict(MODULE_FORMS)
         _BUILDERS[cls] = next((by_class[b] for b in cls.__mro__ if b in by_class), None)
     return _BUILDERS[cls]
+
+
+def module_spec(module: nn.Module) -> OpSpec | None:
+    """The spec a call of ``module`` normalises to (its operands aside), None when no form
+    knows it: the splice compares it with a program op's spec to keep the module's weights."""
+    builder = _module_builder(type(module))
+    built = builder(module) if builder is not None else None
+    return OpSpec.of(built[0], **built[1]) if built is not None else None
 
 
 def _bind(form: CallForm, node: fx.Node) -> dict[str, Any]:

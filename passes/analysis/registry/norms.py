@@ -23,6 +23,7 @@ import sympy
 from torch import nn
 
 from alphac.passes.analysis.mixing_boxes import Product, Rule, Whole, full, group_map
+from alphac.passes.analysis.registry.build import need
 from alphac.passes.analysis.registry.common import (
     FREE,
     NO_PULLS,
@@ -32,13 +33,17 @@ from alphac.passes.analysis.registry.common import (
     tensor,
 )
 from alphac.passes.analysis.registry.core import (
+    Built,
     CallForm,
+    NotMaterialisable,
     OpCost,
     OpKind,
     OpSpec,
+    Ref,
     call_form,
     module_form,
     register,
+    register_builds,
 )
 from alphac.passes.analysis.shape_dims import (
     TensorShape,
@@ -236,3 +241,32 @@ call_form(CallForm("layer_norm", ("normalized_shape", "weight", "bias", "eps", "
                    finish=_layer_norm_call), "layer_norm")
 call_form(CallForm("group_norm", ("num_groups", "weight", "bias", "eps", "cudnn_enabled"),
                    finish=_group_norm_call), "group_norm")
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _batch_norm_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    (features,) = need(spec, "num_features")
+    if spec.get("tuple_form") or spec.get("batch_stats") == spec.get("running_stats"):
+        raise NotMaterialisable("batch_norm: only nn.BatchNorm's forms are built")
+    rank = len(shapes[0]) if shapes and shapes[0] is not None else 4
+    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 5: nn.BatchNorm3d}.get(rank, nn.BatchNorm2d)
+    m = cls(features, affine=spec.get("affine"), track_running_stats=spec.get("running_stats"))
+    return Built("call_module", m, (Ref(0),))
+
+
+def _layer_norm_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    (normalized,) = need(spec, "normalized_shape")
+    m = nn.LayerNorm(normalized, elementwise_affine=spec.get("affine"), bias=spec.get("bias"))
+    return Built("call_module", m, (Ref(0),))
+
+
+def _group_norm_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    groups, channels = spec.get("num_groups"), spec.get("num_channels")
+    if channels is None or not isinstance(groups, int) or spec.get("affine") != spec.get("bias"):
+        raise NotMaterialisable("group_norm: needs num_groups, num_channels, affine == bias")
+    m = nn.GroupNorm(groups, int(channels), affine=spec.get("affine"))
+    return Built("call_module", m, (Ref(0),))
+
+
+register_builds({"batch_norm": _batch_norm_build, "layer_norm": _layer_norm_build,
+                 "group_norm": _group_norm_build})

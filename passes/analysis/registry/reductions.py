@@ -12,15 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from alphac.passes.analysis.mixing_boxes import Product, Rule, full
+from alphac.passes.analysis.registry.build import function
 from alphac.passes.analysis.registry.common import FREE, NO_PULLS, ZERO, extras, numel, tensor
 from alphac.passes.analysis.registry.core import (
+    Built,
     CallForm,
     OpCost,
     OpKind,
     OpSpec,
     call_form,
     register,
+    register_builds,
 )
 from alphac.passes.analysis.shape_dims import ONE, TensorShape, norm_dim
 
@@ -83,3 +88,11 @@ register(OpKind("reduce", "linear", _reduce_shape, _reduce_mixing, _reduce_cost,
                 doc="mean/sum/amax/amin (param op) over param dim, keepdim"))
 call_form(CallForm("reduce", ("dim", "keepdim"), {"dim": None, "keepdim": False},
                    finish=_with_op), "mean", "sum", "amax", "amin")
+
+
+# ---- materialise ---------------------------------------------------------------------------------
+def _reduce_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    return function(getattr(torch, spec.get("op")), drop=("op",))(spec, shapes)
+
+
+register_builds({"reduce": _reduce_build})

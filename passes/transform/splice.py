@@ -1,0 +1,128 @@
+"""Splice: materialise a :class:`~alphac.passes.analysis.program.Program` in place of a subgraph."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sympy
+from torch import fx, nn
+
+from alphac.analysis import AnalysisManager
+from alphac.ir import Subgraph
+from alphac.passes.analysis.program import Program, ProgramOp
+from alphac.passes.analysis.registry import Built, OpSpec, Ref, materialise
+from alphac.passes.analysis.registry.normalize import module_spec
+from alphac.rewriter import Rewriter
+
+__all__ = ["insert_built", "splice"]
+
+
+def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
+           context_bindings: Mapping[sympy.Symbol, int], am: AnalysisManager | None = None, *,
+           rewriter: Rewriter | None = None) -> Subgraph:
+    """Replace ``subgraph`` by ``program`` instantiated at ``context_bindings``.
+
+    Pre: ``program.inputs`` bind to ``subgraph.inputs`` in order and ``program.outputs`` stand
+    for ``subgraph.outputs`` in order; every op kind has a materialise rule
+    (:func:`~alphac.passes.analysis.registry.materialise`). Post: each op is a fresh module at
+    this instance's widths (named ``<block>_syn_<kind>_<i>``, e.g. ``layer1_0_syn_conv_0``) or,
+    where its ``source`` names a submodule whose spec equals the op's, that module (weights
+    kept); new nodes carry the block's ``nn_module_stack``; uses of the old outputs read the
+    new ones; dead code and unused submodules are gone; the graph lints and the version went up
+    once (unless ``rewriter`` is given: then its caller commits). Returns the spliced part as a
+    Subgraph. ``tensor_meta`` of the new nodes is not computed: re-annotate
+    (``alphac.frontends.trace.annotate_shapes``) before analyses that need concrete shapes.
+
+    Example: splicing ``conv1x1(C->C/4), relu, conv3x3(C/4->C)`` into ``layer1.0``'s body at
+    ``C=64`` gives ``layer1_0_syn_conv_0 = self.layer1_0_syn_conv_0(x)`` ... in its place.
+    """
+    rw = rewriter or Rewriter(gm)
+    specs = program.instantiate(context_bindings)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    stack = _common_stack([nodes[n] for n in subgraph.nodes if n in nodes])
+    prefix = next(reversed(stack), "") if stack else ""
+    prefix = f"{prefix.replace('.', '_')}_syn" if prefix else "syn"
+
+    def build(rw: Rewriter, inputs: tuple[fx.Node, ...]) -> list[fx.Node]:
+        values = list(inputs)
+        for op, spec in zip(program.ops, specs, strict=True):
+            operands = [values[i] for i in op.operands]
+            values.append(_insert_op(rw, op, spec, operands, prefix, stack))
+        return [values[i] for i in program.outputs]
+
+    first = len(rw.created)
+    rw.splice(subgraph, build, meta={"nn_module_stack": dict(stack)} if stack else None)
+    created = [n.name for n in rw.created[first:]]
+    if rewriter is None:
+        rw.commit()
+    alive = {n.name for n in gm.graph.nodes}
+    return Subgraph.from_nodes(gm, [n for n in created if n in alive])
+
+
+def _insert_op(rw: Rewriter, op: ProgramOp, spec: OpSpec, operands: list[fx.Node], prefix: str,
+               stack: dict[str, Any]) -> fx.Node:
+    source = _reusable(rw.gm, op, spec)
+    if source is not None:
+        node = rw.insert("call_module", op.source, tuple(operands))
+        node.meta["nn_module_stack"] = {**stack, op.source: (op.source, type(source))}
+        return node
+    if op.source is not None and spec.kind == "get_attr":
+        return rw.get_attr(op.source)
+    shapes = tuple(_shape(n) for n in operands)
+    node = insert_built(rw, materialise(spec, shapes), operands, name=f"{prefix}_{spec.kind}")
+    if node.op == "call_module":
+        node.meta["nn_module_stack"] = {**stack, str(node.target): (
+            str(node.target), type(rw.gm.get_submodule(str(node.target))))}
+    return node
+
+
+def _reusable(gm: fx.GraphModule, op: ProgramOp, spec: OpSpec) -> nn.Module | None:
+    """The source module when the op's concrete spec is the one it already computes."""
+    if op.source is None:
+        return None
+    try:
+        module = gm.get_submodule(op.source)
+    except AttributeError:
+        return None
+    return module if module_spec(module) == spec else None
+
+
+def insert_built(rw: Rewriter, built: Built, operands: list[fx.Node], *, name: str = "syn",
+                 **place: Any) -> fx.Node:
+    """Insert the node ``built`` describes, its Refs replaced by ``operands``."""
+    args = _bind(built.args, operands)
+    kwargs = {k: _bind(v, operands) for k, v in built.kwargs}
+    if built.op == "call_module":
+        return rw.call_module(built.target, args, kwargs, name=name, **place)
+    return rw.insert(built.op, built.target, args, kwargs, **place)
+
+
+def _bind(value: Any, operands: list[fx.Node]) -> Any:
+    if isinstance(value, Ref):
+        return operands[value.index]
+    if isinstance(value, tuple):
+        return tuple(_bind(v, operands) for v in value)
+    if isinstance(value, slice):
+        return slice(*(_bind(v, operands) for v in (value.start, value.stop, value.step)))
+    return value
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(int(s) for s in meta.shape) if hasattr(meta, "shape") else None
+
+
+def _common_stack(nodes: list[fx.Node]) -> dict[str, Any]:
+    """The ``nn_module_stack`` entries every node shares, minus a leaf module's own entry."""
+    stacks = [list((n.meta.get("nn_module_stack") or {}).items()) for n in nodes]
+    if not stacks:
+        return {}
+    common = []
+    for entries in zip(*stacks, strict=False):
+        if any(e != entries[0] for e in entries):
+            break
+        common.append(entries[0])
+    if len(nodes) == 1 and nodes[0].op == "call_module" and common:
+        common = common[:-1]
+    return dict(common)

@@ -1,0 +1,124 @@
+"""Splice: a hand-built program materialised into ResNet-18 blocks, golden-printed and checked."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+import torch
+
+from alphac import frontends
+from alphac.analysis import AnalysisManager
+from alphac.frontends.trace import annotate_shapes
+from alphac.ir import Subgraph
+from alphac.passes.analysis.ground_truth import check_mixing
+from alphac.passes.analysis.program import Program
+from alphac.passes.analysis.registry import OpSpec
+from alphac.passes.transform.splice import splice
+from alphac.rewriter import Rewriter, graph_version
+from alphac.symbols import dim
+
+C = dim("C")
+
+
+def _conv(k: int, c_in, c_out) -> OpSpec:
+    return OpSpec.of("conv", dims=2, kernel=(k, k), stride=(1, 1), padding=(k // 2, k // 2),
+                     dilation=(1, 1), groups=1, in_channels=c_in, out_channels=c_out,
+                     transposed=False, output_padding=(0, 0), bias=False, padding_mode="zeros")
+
+
+BOTTLENECK = (Program.of_inputs("x")
+              .append(_conv(1, C, C / 4), 0)
+              .append(OpSpec.of("relu"), 1)
+              .append(_conv(3, C / 4, C), 2)
+              .with_outputs(3))
+
+
+@pytest.fixture
+def model():
+    return frontends.load("zoo:resnet18", (2, 3, 16, 16), num_classes=10)
+
+
+def _body(model, path: str) -> Subgraph:
+    """The residual branch of block ``path``: conv1 .. bn2 (the add and last relu stay)."""
+    block = next(b for b in model.blocks if b.path == path)
+    return Subgraph.from_nodes(model.gm, [n for n in block.nodes if "conv" in n or "bn" in n
+                                          or "relu1" in n])
+
+
+def _splice(model, path: str, width: int) -> Subgraph:
+    return splice(model.gm, _body(model, path), BOTTLENECK, {C: width})
+
+
+GOLDEN = """\
+    stem_2 = getattr(self.stem, "2")(stem_1);  stem_1 = None
+    layer1_0_syn_conv_0 = self.layer1_0_syn_conv_0(stem_2)
+    layer1_0_syn_relu_0 = self.layer1_0_syn_relu_0(layer1_0_syn_conv_0);  layer1_0_syn_conv_0 = None
+    layer1_0_syn_conv_1 = self.layer1_0_syn_conv_1(layer1_0_syn_relu_0);  layer1_0_syn_relu_0 = None
+    add = layer1_0_syn_conv_1 + stem_2;  layer1_0_syn_conv_1 = stem_2 = None
+    layer1_0_relu2 = getattr(self.layer1, "0").relu2(add);  add = None
+"""
+
+
+def test_golden_code_after_splicing_into_layer1_0(model) -> None:
+    new = _splice(model, "layer1.0", 64)
+    assert GOLDEN in model.gm.code
+    assert new.nodes == ("layer1_0_syn_conv_0", "layer1_0_syn_relu_0", "layer1_0_syn_conv_1")
+    assert not hasattr(model.gm.get_submodule("layer1.0"), "conv1")  # the old modules are deleted
+    assert graph_version(model.gm) == 1
+
+
+def test_spliced_model_runs_forward_and_backward(model) -> None:
+    _splice(model, "layer1.0", 64)
+    x = torch.randn(2, 3, 16, 16)
+    out = model.gm(x)
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert model.gm.layer1_0_syn_conv_0.weight.grad is not None
+
+
+def test_two_instances_get_their_own_widths(model) -> None:
+    _splice(model, "layer1.1", 64)
+    _splice(model, "layer2.1", 128)
+    gm = model.gm
+    assert (gm.layer1_1_syn_conv_0.in_channels, gm.layer1_1_syn_conv_0.out_channels) == (64, 16)
+    assert (gm.layer1_1_syn_conv_1.in_channels, gm.layer1_1_syn_conv_1.out_channels) == (16, 64)
+    assert (gm.layer2_1_syn_conv_0.in_channels, gm.layer2_1_syn_conv_0.out_channels) == (128, 32)
+    assert gm.layer2_1_syn_conv_1.kernel_size == (3, 3)
+    assert graph_version(gm) == 2
+    assert gm(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_blocks_are_still_found_after_a_splice(model) -> None:
+    new = _splice(model, "layer1.0", 64)
+    blocks = frontends.blocks.find_blocks(model.gm)
+    block = next(b for b in blocks if b.path == "layer1.0")
+    assert set(new.nodes) <= set(block.nodes)
+
+
+def test_jacobian_of_the_materialised_program_agrees(model) -> None:
+    new = _splice(model, "layer2.1", 128)
+    annotate_shapes(model.gm, model.example_inputs)
+    assert check_mixing(model.gm, new, AnalysisManager()) == []
+
+
+def test_a_splice_that_changes_nothing_does_not_bump(model) -> None:
+    body = _body(model, "layer1.0")
+    rw = Rewriter(model.gm)
+    outputs = tuple(rw.node(n) for n in body.outputs)
+    rw.splice(body, lambda rw, inputs: outputs)  # the subgraph in place of itself
+    assert rw.commit() is False
+    assert graph_version(model.gm) == 0
+
+
+def test_splice_time_one_block(model, capsys) -> None:
+    """Reports the median over 10 splices (no assertion on time: bench/ holds the goal)."""
+    body, times = _body(model, "layer1.0"), []
+    for _ in range(10):
+        gm = copy.deepcopy(model.gm)
+        start = time.perf_counter()
+        splice(gm, body, BOTTLENECK, {C: 64})
+        times.append(time.perf_counter() - start)
+    with capsys.disabled():
+        print(f"\nsplice one ResNet-18 block: median {sorted(times)[5] * 1e3:.2f} ms")
