@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -270,13 +270,18 @@ def _op_name(spec: OpSpec) -> str:
 def _top(op: Op, ins: tuple[Any, ...]) -> Rule:
     """Every position of every float operand (each float element of a tuple) reaches every
     output position."""
+    return _named(top_rule(ins), op)
+
+
+def top_rule(ins: tuple[Any, ...]) -> Rule:
+    """:func:`_top` by operand index (before renaming)."""
     pulls: list[Pull] = []
     for i, value in enumerate(ins):
         if _is_shape(value):
             pulls.append(Whole(i, None, value))
         elif isinstance(value, tuple):
             pulls.extend(Whole(i, j, s) for j, s in enumerate(value) if _is_shape(s))
-    return _named(Rule(default=pulls), op)
+    return Rule(default=pulls)
 
 
 def _is_shape(value: Any) -> bool:
@@ -285,14 +290,21 @@ def _is_shape(value: Any) -> bool:
 
 def _named(rule: Rule, op: Op) -> Rule:
     """``rule`` with each pull's operand index replaced by its operand's node name; pulls into
-    constants (``get_attr`` parameters) dropped. Pulls are copied: a rule may share them."""
+    constants (``get_attr`` parameters) dropped."""
+    return renamed(rule, [None if o.op == "get_attr" else o.name for o in op.operands])
+
+
+def renamed(rule: Rule, keys: Sequence[Hashable | None]) -> Rule:
+    """``rule`` with each pull's source operand index ``i`` replaced by ``keys[i]`` (a node name,
+    a program's value index); pulls into a ``None`` key (a constant) are dropped. Pulls are
+    copied: a rule may share them."""
     def rename(pulls: tuple[Pull, ...]) -> list[Pull]:
         out = []
         for pull in pulls:
-            src = op.operands[pull.src]
-            if src.op != "get_attr":
+            key = keys[pull.src]
+            if key is not None:
                 pull = copy.copy(pull)
-                pull.src = src.name
+                pull.src = key
                 out.append(pull)
         return out
 
@@ -305,21 +317,27 @@ def _queries(shape: tuple[int, ...]) -> list[Box]:
     return [centre[:k] + (full(m),) + centre[k + 1:] for k, m in enumerate(shape)] + [centre]
 
 
-def _pull_back(index: GraphIndex, subgraph: Subgraph, outs: tuple[str, ...]) -> dict:
-    """Per value name: elem -> query index -> boxes reaching the queries (backwards, exact)."""
-    by_name = index.nodes
-    state: dict[str, dict[int | None, dict[int, list[Box]]]] = {}
+def pull_back(order: Iterable[Hashable], rule_of: Callable[[Hashable], Rule],
+              outs: Sequence[tuple[Hashable, tuple[int, ...]]]) -> dict:
+    """Per value key: elem -> query index -> boxes reaching the queries (backwards, exact).
+
+    ``outs`` are the (key, concrete shape) of the outputs, whose query boxes (:func:`_queries`)
+    are numbered in order; ``order`` visits the computing values consumers first (reversed
+    topological order); ``rule_of(key)`` is a value's rule with pulls naming keys
+    (:func:`renamed`). Values outside ``order`` (inputs) keep what reaches them. Shared by fx
+    subgraphs (keys are node names) and programs (value indices).
+    """
+    state: dict[Hashable, dict[int | None, dict[int, list[Box]]]] = {}
     qi = 0
-    for name in outs:
-        for box in _queries(float_shape(by_name[name])):
-            state.setdefault(name, {}).setdefault(None, {})[qi] = [box]
+    for key, shape in outs:
+        for box in _queries(shape):
+            state.setdefault(key, {}).setdefault(None, {})[qi] = [box]
             qi += 1
-    for name in reversed(subgraph.nodes):
-        node = by_name[name]
-        pending = state.pop(name, None) if node.op in COMPUTE_OPS else None
+    for key in order:
+        pending = state.pop(key, None)
         if not pending:
             continue
-        rule = _rule(index, node)
+        rule = rule_of(key)
         for elem, per_query in pending.items():
             pulls = rule.pulls(elem)
             for q, boxes in per_query.items():
@@ -332,19 +350,17 @@ def _pull_back(index: GraphIndex, subgraph: Subgraph, outs: tuple[str, ...]) -> 
     return state
 
 
-def infer_mixing(gm: fx.GraphModule, subgraph: Subgraph,
-                 am: AnalysisManager | None = None) -> MixingFact:
-    """The exact :class:`MixingFact` of ``subgraph`` at the shapes in ``tensor_meta``."""
-    index = graph_index(gm, am, annotated=True)
-    ins, outs = float_names(index, subgraph.inputs), float_names(index, subgraph.outputs)
-    in_shapes = [float_shape(index.nodes[n]) for n in ins]
-    out_shapes = [float_shape(index.nodes[n]) for n in outs]
-    state = _pull_back(index, subgraph, outs)
+def mixing_fact(ins: Sequence[tuple[Hashable, tuple[int, ...]]],
+                outs: Sequence[tuple[Hashable, tuple[int, ...]]], order: Iterable[Hashable],
+                rule_of: Callable[[Hashable], Rule]) -> MixingFact:
+    """The exact :class:`MixingFact` of a dataflow graph given by :func:`pull_back`'s arguments:
+    ``ins``/``outs`` the (key, concrete shape) of its float tensor inputs and outputs in order."""
+    state = pull_back(order, rule_of, outs)
     pairs = []
-    for i, (name, shape) in enumerate(zip(ins, in_shapes, strict=True)):
-        reached = state.get(name, {}).get(None, {})
+    for i, (key, shape) in enumerate(ins):
+        reached = state.get(key, {}).get(None, {})
         first = 0
-        for o, out_shape in enumerate(out_shapes):
+        for o, (_, out_shape) in enumerate(outs):
             queries = [reached.get(first + k, ()) for k in range(len(out_shape) + 1)]
             first += len(out_shape) + 1
             centre = queries[-1]
@@ -354,7 +370,19 @@ def infer_mixing(gm: fx.GraphModule, subgraph: Subgraph,
                 rows.append(tuple(mix_label(n, _project(qs, a) == full(n), count)
                                   for qs in queries[:-1]))
             pairs.append(((i, o), tuple(rows)))
-    return MixingFact(tuple(pairs), tuple(map(len, in_shapes)), tuple(map(len, out_shapes)))
+    return MixingFact(tuple(pairs), tuple(len(s) for _, s in ins),
+                      tuple(len(s) for _, s in outs))
+
+
+def infer_mixing(gm: fx.GraphModule, subgraph: Subgraph,
+                 am: AnalysisManager | None = None) -> MixingFact:
+    """The exact :class:`MixingFact` of ``subgraph`` at the shapes in ``tensor_meta``."""
+    index = graph_index(gm, am, annotated=True)
+    by_name = index.nodes
+    ins = [(n, float_shape(by_name[n])) for n in float_names(index, subgraph.inputs)]
+    outs = [(n, float_shape(by_name[n])) for n in float_names(index, subgraph.outputs)]
+    order = [n for n in reversed(subgraph.nodes) if by_name[n].op in COMPUTE_OPS]
+    return mixing_fact(ins, outs, order, lambda name: _rule(index, by_name[name]))
 
 
 def _project(boxes: Any, dim: int) -> int:

@@ -1,0 +1,104 @@
+"""Program benchmarks (issue 8): inference on (program, context) against the fx path.
+
+``pytest bench/bench_program.py --benchmark-only -s`` prints the medians. Goals (never asserted):
+(a) append one op to a 4-op program and infer shape, depth, mixing and cost in the 3 contexts of
+ResNet-34's stride-1 basic blocks of one stage: median at most 1 ms; (b) lift and infer a whole
+block: at most 5 ms; (c) the same four properties through the fx analyses of one block (a fresh
+AnalysisManager), the path a candidate takes today (before any splice or ShapeProp).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from alphac.analysis import AnalysisManager
+from alphac.frontends import load
+from alphac.passes.analysis import CostAnalysis, DepthAnalysis, MixingAnalysis, ShapeAnalysis
+from alphac.passes.analysis import program_infer as pi
+from alphac.passes.analysis.program import Program
+from alphac.passes.analysis.registry import OpSpec
+from alphac.symbols import dim
+
+C = dim("C")
+SHAPE = (2, 3, 32, 32)
+STAGE = ("layer2.1", "layer2.2", "layer2.3")  # ResNet-34's stride-1 blocks of stage 2
+
+
+def conv(kernel: int, cin, cout) -> OpSpec:
+    pad = kernel // 2
+    return OpSpec.of("conv", dims=2, kernel=(kernel, kernel), stride=(1, 1), padding=(pad, pad),
+                     dilation=(1, 1), groups=1, in_channels=cin, out_channels=cout,
+                     transposed=False, output_padding=(0, 0), padding_mode="zeros", bias=False)
+
+
+@pytest.fixture(scope="module")
+def resnet34():
+    tm = load("zoo:resnet34", SHAPE, num_classes=10)
+    blocks = {b.path: b for b in tm.blocks}
+    return tm, [blocks[p].subgraph(tm.gm) for p in STAGE]
+
+
+def _medians(fn, rounds: int) -> float:
+    times = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _all(program: Program, ctx: pi.Context) -> None:
+    pi.shape_of(program, ctx)
+    pi.depth_of(program, ctx)
+    pi.mixing_of(program, ctx)
+    pi.cost_of(program, ctx)
+
+
+def test_append_one_op_in_three_contexts(resnet34, benchmark) -> None:
+    tm, subs = resnet34
+    am = AnalysisManager()
+    contexts = [pi.Context.of(am.get(ShapeAnalysis(), tm.gm, s)) for s in subs]
+    four = (Program.of_inputs("x").append(conv(1, C, C / 4), 0).append(OpSpec.of("relu"), 1)
+            .append(conv(3, C / 4, C), 2).append(OpSpec.of("relu"), 3))
+    for ctx in contexts:
+        _all(four.with_outputs(4), ctx)
+    candidates = [four.append(conv(k, C, m * C / 4), 4).with_outputs(5)
+                  for k in (1, 3) for m in range(1, 25)]
+
+    def step(i: int) -> None:
+        for ctx in contexts:
+            _all(candidates[i % len(candidates)], ctx)
+
+    median = _medians(step, len(candidates))  # each candidate fresh: one op's rules run cold
+    print(f"\n(a) append one op + infer 4 properties in 3 contexts: median {median:.3f} ms "
+          "(goal <= 1 ms)")
+    benchmark(step, 0)
+
+
+def test_lift_and_infer_a_block(resnet34, benchmark) -> None:
+    tm, subs = resnet34
+
+    def run(_: int) -> None:
+        pi.clear_caches()
+        program, ctx = pi.lift(tm.gm, subs[0], AnalysisManager())
+        pi.infer(program, ctx)
+
+    median = _medians(run, 30)
+    print(f"\n(b) lift + infer a whole block: median {median:.3f} ms (goal <= 5 ms)")
+    benchmark(run, 0)
+
+
+def test_fx_path_for_one_block(resnet34, benchmark) -> None:
+    tm, subs = resnet34
+
+    def run(_: int) -> None:
+        am = AnalysisManager()
+        for analysis in (ShapeAnalysis(), DepthAnalysis(), MixingAnalysis(), CostAnalysis()):
+            am.get(analysis, tm.gm, subs[0])
+
+    median = _medians(run, 30)
+    print(f"\n(c) the four properties through fx, one block: median {median:.3f} ms")
+    benchmark(run, 0)
