@@ -16,7 +16,8 @@ pull-back walks the whole program (its rules are memoised by spec and shapes).
 
 :func:`lift` turns a subgraph of a traced model into ``(program, context)``: the subgraph's inputs,
 its nodes normalised (``get_attr`` constants as ops of kind ``get_attr`` whose ``source`` is the
-attribute; a module call's ``source`` is its target), and widths as expressions in the input's
+attribute; a module call's ``source`` is its target, a function or method call's its node name, so
+splicing it back unchanged keeps the call as written), and widths as expressions in the input's
 symbols. Example::
 
     program, ctx = lift(gm, block.subgraph(gm))
@@ -487,5 +488,5 @@ def _lift_op(gm: fx.GraphModule, index: Any, node: fx.Node, values: Mapping[str,
     fallback = traced if traced is not None and not agrees else None
     spec = _symbolic_widths(op.spec, values.get(op.operands[0].name) if op.operands else None,
                             values.get(node.name), bindings)
-    source = str(node.target) if node.op == "call_module" else None
+    source = str(node.target) if node.op == "call_module" else node.name
     return ProgramOp(spec, operands, source, _floats_of(node), fallback, fixed)

@@ -10,9 +10,10 @@ from torch import fx, nn
 
 from alphac.analysis import AnalysisManager
 from alphac.ir import Subgraph
+from alphac.passes.analysis.index import graph_index
 from alphac.passes.analysis.program import Program, ProgramOp
 from alphac.passes.analysis.registry import Built, OpSpec, Ref, materialise
-from alphac.passes.analysis.registry.normalize import module_spec
+from alphac.passes.analysis.registry.normalize import Op, module_spec
 from alphac.rewriter import Rewriter
 
 __all__ = ["insert_built", "splice"]
@@ -23,12 +24,16 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
            rewriter: Rewriter | None = None) -> Subgraph:
     """Replace ``subgraph`` by ``program`` instantiated at ``context_bindings``.
 
-    Pre: ``program.inputs`` bind to ``subgraph.inputs`` in order and ``program.outputs`` stand
-    for ``subgraph.outputs`` in order; every op kind has a materialise rule
+    Pre: ``subgraph`` is convex (no path leaves it and comes back, else ValueError);
+    ``program.inputs`` bind to ``subgraph.inputs`` in order and ``program.outputs`` stand for
+    ``subgraph.outputs`` in order; every op kind has a materialise rule
     (:func:`~alphac.passes.analysis.registry.materialise`). Post: each op is a fresh module at
     this instance's widths (named ``<block>_syn_<kind>_<i>``, e.g. ``layer1_0_syn_conv_0``) or,
     where its ``source`` names a submodule whose spec equals the op's, that module (weights
-    kept); new nodes carry the block's ``nn_module_stack``; uses of the old outputs read the
+    kept), or, where it names a function or method call of ``subgraph`` whose spec equals the
+    op's (an op lifted unchanged), a copy of that call as written (so ``splice(gm, s, *lift(gm,
+    s))`` keeps the model's code and fingerprint); new nodes carry the block's
+    ``nn_module_stack``; uses of the old outputs read the
     new ones; dead code and unused submodules are gone; the graph lints and the version went up
     once (unless ``rewriter`` is given: then its caller commits). Returns the spliced part as a
     Subgraph. ``tensor_meta`` of the new nodes is not computed: re-annotate
@@ -37,18 +42,23 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
     Example: splicing ``conv1x1(C->C/4), relu, conv3x3(C/4->C)`` into ``layer1.0``'s body at
     ``C=64`` gives ``layer1_0_syn_conv_0 = self.layer1_0_syn_conv_0(x)`` ... in its place.
     """
+    nodes = {n.name: n for n in gm.graph.nodes}
+    _check_convex(nodes, subgraph)
     rw = rewriter or Rewriter(gm)
     specs = program.instantiate(context_bindings)
-    nodes = {n.name: n for n in gm.graph.nodes}
     stack = _common_stack([nodes[n] for n in subgraph.nodes if n in nodes])
     prefix = next(reversed(stack), "") if stack else ""
     prefix = f"{prefix.replace('.', '_')}_syn" if prefix else "syn"
+
+    calls = _lifted_calls(gm, subgraph, nodes, am) if any(op.source for op in program.ops) else {}
 
     def build(rw: Rewriter, inputs: tuple[fx.Node, ...]) -> list[fx.Node]:
         values = list(inputs)
         for op, spec in zip(program.ops, specs, strict=True):
             operands = [values[i] for i in op.operands]
-            values.append(_insert_op(rw, op, spec, operands, prefix, stack))
+            copied = _copy_call(rw, calls.get(op.source or ""), spec, operands)
+            values.append(copied if copied is not None
+                          else _insert_op(rw, op, spec, operands, prefix, stack))
         return [values[i] for i in program.outputs]
 
     first = len(rw.created)
@@ -58,6 +68,51 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
         rw.commit()
     alive = {n.name for n in gm.graph.nodes}
     return Subgraph.from_nodes(gm, [n for n in created if n in alive])
+
+
+def _check_convex(nodes: Mapping[str, fx.Node], subgraph: Subgraph) -> None:
+    """Raise when a path leaves ``subgraph`` and comes back: no place for its replacement."""
+    members = set(subgraph.nodes)
+    inputs = set(subgraph.inputs)
+    seen: set[str] = set()
+    stack = [u for name in subgraph.outputs for u in nodes[name].users if u.name not in members]
+    while stack:
+        node = stack.pop()
+        if node.name in inputs:
+            raise ValueError(f"splice: the subgraph is not convex: its input {node.name} depends "
+                             "on its own outputs through nodes outside it; add those nodes to it")
+        if node.name not in seen:
+            seen.add(node.name)
+            stack.extend(u for u in node.users if u.name not in members)
+
+
+def _lifted_calls(gm: fx.GraphModule, subgraph: Subgraph, nodes: Mapping[str, fx.Node],
+                  am: AnalysisManager | None) -> dict[str, tuple[fx.Node, Op]]:
+    """The subgraph's function and method calls by name, with their normalised ops."""
+    index = graph_index(gm, am)
+    return {name: (nodes[name], index.op(nodes[name])) for name in subgraph.nodes
+            if nodes[name].op in ("call_function", "call_method")}
+
+
+def _copy_call(rw: Rewriter, old: tuple[fx.Node, Op] | None, spec: OpSpec,
+               operands: list[fx.Node]) -> fx.Node | None:
+    """The call ``old`` as written, reading ``operands``, when its spec is the op's (an op
+    lifted and spliced back unchanged); None where it is not (then the op is materialised).
+    Keeps the spelling (``x + y``, ``x.flatten(1)``), which the fingerprint reads, and the
+    literal arguments no spec param holds."""
+    if old is None or old[1].spec != spec or len(old[1].operands) != len(operands):
+        return None
+    node, norm = old
+    mapping = dict(zip(norm.operands, operands, strict=True))
+    if any(n not in mapping and n.op != "get_attr" for n in node.all_input_nodes):
+        return None
+    fetched = {n: rw.get_attr(str(n.target)) for n in node.all_input_nodes if n not in mapping}
+    mapping.update(fetched)
+    args = fx.node.map_arg(node.args, mapping.__getitem__)
+    kwargs = fx.node.map_arg(node.kwargs, mapping.__getitem__)
+    stack = node.meta.get("nn_module_stack")
+    return rw.insert(node.op, node.target, tuple(args), dict(kwargs),
+                     meta={"nn_module_stack": stack} if stack else None)
 
 
 def _insert_op(rw: Rewriter, op: ProgramOp, spec: OpSpec, operands: list[fx.Node], prefix: str,

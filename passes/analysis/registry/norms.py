@@ -10,7 +10,9 @@ its group of channels and every spatial position; a normalisation over one eleme
 (no pulls). Cost: 2 other-FLOPs per element for batch norm (a scale and shift), 5 for layer and
 group norm; ``2 * width`` parameters when affine (``width`` parameters without the bias).
 Example: ``nn.BatchNorm2d(8)`` and ``aten.batch_norm(x, w, b, rm, rv, False, ...)`` both give
-``OpSpec.of("batch_norm", affine=True, batch_stats=False, ...)``.
+``OpSpec.of("batch_norm", affine=True, batch_stats=False, eps=1e-05, ...)``; the functional form
+also names its tensor operands, ``tensors=(%1, %2, %3, %4)`` (weight, bias, running mean and
+variance), so it materialises back as the same call on the same tensors.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from math import prod
 from typing import Any
 
 import sympy
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alphac.passes.analysis.mixing_boxes import Product, Rule, Whole, full, group_map
-from alphac.passes.analysis.registry.build import need
+from alphac.passes.analysis.registry.build import need, thaw
 from alphac.passes.analysis.registry.common import (
     FREE,
     NO_PULLS,
@@ -170,20 +174,21 @@ def _batch_norm_module(m: nn.Module) -> tuple[str, dict[str, Any]]:
     """Subclasses too (timm's BatchNormAct2d as a leaf: only its batch-norm part)."""
     return "batch_norm", {"num_features": m.num_features, "affine": m.affine, "bias": m.affine,
                           "running_stats": m.track_running_stats,
-                          "batch_stats": not m.track_running_stats}
+                          "batch_stats": not m.track_running_stats, "eps": m.eps,
+                          "momentum": m.momentum}
 
 
 @module_form(nn.LayerNorm)
 def _layer_norm_module(m: nn.LayerNorm) -> tuple[str, dict[str, Any]]:
     affine = m.elementwise_affine
     return "layer_norm", {"normalized_shape": tuple(m.normalized_shape), "affine": affine,
-                          "bias": affine and m.bias is not None}
+                          "bias": affine and m.bias is not None, "eps": m.eps}
 
 
 @module_form(nn.GroupNorm)
 def _group_norm_module(m: nn.GroupNorm) -> tuple[str, dict[str, Any]]:
     return "group_norm", {"num_groups": m.num_groups, "num_channels": m.num_channels,
-                          "affine": m.affine, "bias": m.affine}
+                          "affine": m.affine, "bias": m.affine, "eps": m.eps}
 
 
 #: F.batch_norm and aten.batch_norm share a name but not an argument order: positional
@@ -205,7 +210,15 @@ def _batch_norm_call(bound: dict[str, Any], shape_of: Any, name: str) -> dict[st
     running = args.get("running_mean") is not None
     training = args.get("training", False) is True
     return {"affine": args.get("weight") is not None, "bias": args.get("bias") is not None,
-            "running_stats": running, "batch_stats": training and not (aten and running)}
+            "running_stats": running, "batch_stats": training and not (aten and running),
+            **_functional(args, "weight", "bias", "running_mean", "running_var"),
+            "momentum": args.get("momentum", 0.1)}
+
+
+def _functional(bound: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A functional norm's tensor operands (Refs or None, in ``names`` order) and eps: what its
+    materialise rule passes back (a module form has neither operands nor ``tensors``)."""
+    return {"tensors": tuple(bound.get(n) for n in names), "eps": bound.get("eps", 1e-5)}
 
 
 def _legit_call(form: str) -> Callable[[dict[str, Any], Any, str], dict[str, Any]]:
@@ -215,7 +228,8 @@ def _legit_call(form: str) -> Callable[[dict[str, Any], Any, str], dict[str, Any
     def finish(bound: dict[str, Any], shape_of: Any, name: str) -> dict[str, Any]:
         return {"affine": bound.get("weight") is not None, "bias": bound.get("bias") is not None,
                 "running_stats": True, "batch_stats": bound.get("training") is True,
-                "tuple_form": form}
+                "tuple_form": form, "momentum": bound.get("momentum"),
+                **_functional(bound, *_LEGIT)}
 
     return finish
 
@@ -223,12 +237,13 @@ def _legit_call(form: str) -> Callable[[dict[str, Any], Any, str], dict[str, Any
 def _layer_norm_call(bound: dict[str, Any], shape_of: Any, name: str) -> dict[str, Any]:
     shape = bound.get("normalized_shape")
     return {"normalized_shape": (shape,) if isinstance(shape, int) else shape,
-            "affine": bound.get("weight") is not None, "bias": bound.get("bias") is not None}
+            "affine": bound.get("weight") is not None, "bias": bound.get("bias") is not None,
+            **_functional(bound, "weight", "bias")}
 
 
 def _group_norm_call(bound: dict[str, Any], shape_of: Any, name: str) -> dict[str, Any]:
     return {"num_groups": bound.get("num_groups"), "affine": bound.get("weight") is not None,
-            "bias": bound.get("bias") is not None}
+            "bias": bound.get("bias") is not None, **_functional(bound, "weight", "bias")}
 
 
 _LEGIT = ("weight", "bias", "running_mean", "running_var")
@@ -244,27 +259,68 @@ call_form(CallForm("group_norm", ("num_groups", "weight", "bias", "eps", "cudnn_
 
 
 # ---- materialise ---------------------------------------------------------------------------------
+def _functional_build(spec: OpSpec) -> Built | None:
+    """A functional norm as the torch function, reading its own tensor operands."""
+    tensors, eps = spec.get("tensors"), spec.get("eps")
+    if tensors is None:
+        return None
+    if spec.kind == "layer_norm":
+        args = (Ref(0), thaw(spec.get("normalized_shape")), *tensors, eps)
+        return Built("call_function", F.layer_norm, args)
+    if spec.kind == "group_norm":
+        return Built("call_function", F.group_norm, (Ref(0), spec.get("num_groups"), *tensors, eps))
+    weight, bias, mean, var = tensors
+    if spec.get("tuple_form") == "no_training":
+        return Built("call_function", torch.ops.aten._native_batch_norm_legit_no_training.default,
+                     (Ref(0), weight, bias, mean, var, spec.get("momentum"), eps))
+    if spec.get("tuple_form"):
+        raise NotMaterialisable("batch_norm: aten's training-mode tuple form is not built")
+    training = bool(spec.get("batch_stats")) or mean is None
+    return Built("call_function", F.batch_norm, (Ref(0), mean, var, weight, bias, training,
+                                                 spec.get("momentum"), eps))
+
+
 def _batch_norm_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    functional = _functional_build(spec)
+    if functional is not None:
+        return functional
     (features,) = need(spec, "num_features")
     if spec.get("tuple_form") or spec.get("batch_stats") == spec.get("running_stats"):
         raise NotMaterialisable("batch_norm: only nn.BatchNorm's forms are built")
     rank = len(shapes[0]) if shapes and shapes[0] is not None else 4
     cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 5: nn.BatchNorm3d}.get(rank, nn.BatchNorm2d)
-    m = cls(features, affine=spec.get("affine"), track_running_stats=spec.get("running_stats"))
+    m = cls(features, affine=spec.get("affine"), track_running_stats=spec.get("running_stats"),
+            **_eps_momentum(spec))
     return Built("call_module", m, (Ref(0),))
 
 
+def _eps_momentum(spec: OpSpec) -> dict[str, Any]:
+    """The module's eps (and batch norm's momentum) where the spec gives them."""
+    keys = ("eps", "momentum") if spec.kind == "batch_norm" else ("eps",)
+    return {k: spec.get(k) for k in keys if spec.get(k, _NONE) is not _NONE}
+
+
+_NONE = object()
+
+
 def _layer_norm_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    functional = _functional_build(spec)
+    if functional is not None:
+        return functional
     (normalized,) = need(spec, "normalized_shape")
-    m = nn.LayerNorm(normalized, elementwise_affine=spec.get("affine"), bias=spec.get("bias"))
+    m = nn.LayerNorm(normalized, elementwise_affine=spec.get("affine"), bias=spec.get("bias"),
+                     **_eps_momentum(spec))
     return Built("call_module", m, (Ref(0),))
 
 
 def _group_norm_build(spec: OpSpec, shapes: tuple[Any, ...]) -> Built:
+    functional = _functional_build(spec)
+    if functional is not None:
+        return functional
     groups, channels = spec.get("num_groups"), spec.get("num_channels")
     if channels is None or not isinstance(groups, int) or spec.get("affine") != spec.get("bias"):
         raise NotMaterialisable("group_norm: needs num_groups, num_channels, affine == bias")
-    m = nn.GroupNorm(groups, int(channels), affine=spec.get("affine"))
+    m = nn.GroupNorm(groups, int(channels), affine=spec.get("affine"), **_eps_momentum(spec))
     return Built("call_module", m, (Ref(0),))
 
 
