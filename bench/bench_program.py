@@ -23,6 +23,7 @@ from alphac.passes.analysis import CostAnalysis, DepthAnalysis, MixingAnalysis, 
 from alphac.passes.analysis import program_infer as pi
 from alphac.passes.analysis.program import Program
 from alphac.passes.analysis.registry import OpSpec
+from alphac.passes.analysis.registry.conv_pool import conv_spec
 from alphac.passes.transform.splice import splice
 from alphac.symbols import dim
 
@@ -31,11 +32,6 @@ SHAPE = (2, 3, 32, 32)
 STAGE = ("layer2.1", "layer2.2", "layer2.3")  # ResNet-34's stride-1 blocks of stage 2
 
 
-def conv(kernel: int, cin, cout) -> OpSpec:
-    pad = kernel // 2
-    return OpSpec.of("conv", dims=2, kernel=(kernel, kernel), stride=(1, 1), padding=(pad, pad),
-                     dilation=(1, 1), groups=1, in_channels=cin, out_channels=cout,
-                     transposed=False, output_padding=(0, 0), padding_mode="zeros", bias=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +61,11 @@ def test_append_one_op_in_three_contexts(resnet34, benchmark) -> None:
     tm, subs = resnet34
     am = AnalysisManager()
     contexts = [pi.Context.of(am.get(ShapeAnalysis(), tm.gm, s)) for s in subs]
-    four = (Program.of_inputs("x").append(conv(1, C, C / 4), 0).append(OpSpec.of("relu"), 1)
-            .append(conv(3, C / 4, C), 2).append(OpSpec.of("relu"), 3))
+    four = (Program.of_inputs("x").append(conv_spec(1, C, C / 4), 0).append(OpSpec.of("relu"), 1)
+            .append(conv_spec(3, C / 4, C), 2).append(OpSpec.of("relu"), 3))
     for ctx in contexts:
         _all(four.with_outputs(4), ctx)
-    candidates = [four.append(conv(k, C, m * C / 4), 4).with_outputs(5)
+    candidates = [four.append(conv_spec(k, C, m * C / 4), 4).with_outputs(5)
                   for k in (1, 3) for m in range(1, 25)]
 
     def step(i: int) -> None:
@@ -112,8 +108,8 @@ def test_splice_a_block(resnet34, benchmark) -> None:
     tm, subs = resnet34
     am = AnalysisManager()
     ctx = pi.Context.of(am.get(ShapeAnalysis(), tm.gm, subs[0]))
-    body = (Program.of_inputs("x").append(conv(1, C, C / 4), 0).append(OpSpec.of("relu"), 1)
-            .append(conv(3, C / 4, C), 2).with_outputs(3))
+    body = (Program.of_inputs("x").append(conv_spec(1, C, C / 4), 0).append(OpSpec.of("relu"), 1)
+            .append(conv_spec(3, C / 4, C), 2).with_outputs(3))
     copies = iter([copy.deepcopy(tm.gm) for _ in range(40)])  # copied outside the timing
 
     def run(_: int) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 import sympy
 import torch
+from test_splice import BOTTLENECK, C
 from torch import fx
 
 from alphac.analysis import AnalysisManager
@@ -28,12 +29,11 @@ from alphac.passes.analysis.fingerprint import FingerprintAnalysis
 from alphac.passes.analysis.ground_truth import check_mixing, subgraph_inputs
 from alphac.passes.analysis.program import Program, ProgramOp
 from alphac.passes.analysis.program_infer import Context, infer, lift
-from alphac.passes.analysis.registry import NotMaterialisable, OpSpec
+from alphac.passes.analysis.registry import NotMaterialisable
 from alphac.passes.analysis.shape import ShapeAnalysis
 from alphac.passes.transform.eliminate_dead_code import EliminateDeadCode
 from alphac.passes.transform.splice import splice
 from alphac.rewriter import graph_version
-from alphac.symbols import dim
 
 MODELS = zoo.names()
 SMALL = (2, 3, 16, 16)  # as tests/passes/conftest.py
@@ -227,20 +227,7 @@ def test_blocks_rebuilt_from_specs_compute_the_same(name: str, zoo_model) -> Non
 
 
 # ---- a hand-built program against the fx analyses and the Jacobian ------------------------------
-C = dim("C")
-
-
-def _conv(k: int, c_in, c_out) -> OpSpec:
-    return OpSpec.of("conv", dims=2, kernel=(k, k), stride=(1, 1), padding=(k // 2, k // 2),
-                     dilation=(1, 1), groups=1, in_channels=c_in, out_channels=c_out,
-                     transposed=False, output_padding=(0, 0), bias=False, padding_mode="zeros")
-
-
-BOTTLENECK = (Program.of_inputs("x")
-              .append(_conv(1, C, C / 4), 0)
-              .append(OpSpec.of("relu"), 1)
-              .append(_conv(3, C / 4, C), 2)
-              .with_outputs(3))
+# the same bottleneck as test_splice (tests/passes is on sys.path: each test folder is)
 
 
 def _body(gm, blocks, path: str) -> Subgraph:

@@ -15,6 +15,7 @@ from alphac.ir import Subgraph
 from alphac.passes.analysis.ground_truth import check_mixing
 from alphac.passes.analysis.program import Program
 from alphac.passes.analysis.registry import OpSpec
+from alphac.passes.analysis.registry.conv_pool import conv_spec
 from alphac.passes.transform.splice import splice
 from alphac.rewriter import Rewriter, graph_version
 from alphac.symbols import dim
@@ -22,16 +23,12 @@ from alphac.symbols import dim
 C = dim("C")
 
 
-def _conv(k: int, c_in, c_out) -> OpSpec:
-    return OpSpec.of("conv", dims=2, kernel=(k, k), stride=(1, 1), padding=(k // 2, k // 2),
-                     dilation=(1, 1), groups=1, in_channels=c_in, out_channels=c_out,
-                     transposed=False, output_padding=(0, 0), bias=False, padding_mode="zeros")
 
 
 BOTTLENECK = (Program.of_inputs("x")
-              .append(_conv(1, C, C / 4), 0)
+              .append(conv_spec(1, C, C / 4), 0)
               .append(OpSpec.of("relu"), 1)
-              .append(_conv(3, C / 4, C), 2)
+              .append(conv_spec(3, C / 4, C), 2)
               .with_outputs(3))
 
 

@@ -108,6 +108,18 @@ def conv_params(weight_shape: tuple[int, ...], stride: Any = 1, padding: Any = 0
                 output_padding=_tuple(output_padding, n), **({"same": True} if same else {}))
 
 
+def conv_spec(kernel: int, in_channels: Any, out_channels: Any, *, stride: int = 1,
+              groups: Any = 1, dilation: int = 1, bias: bool = False) -> OpSpec:
+    """A 2-d conv with "same" padding at stride 1, as a program states it: widths may be
+    expressions in the block's symbols. Example: ``conv_spec(1, C, C / 4)`` is a 1x1 conv to a
+    quarter of the width; ``conv_spec(3, C, C, groups=C)`` a depthwise 3x3."""
+    pad = dilation * (kernel - 1) // 2
+    return OpSpec.of("conv", dims=2, kernel=(kernel, kernel), stride=(stride, stride),
+                     padding=(pad, pad), dilation=(dilation, dilation), groups=groups,
+                     in_channels=in_channels, out_channels=out_channels, transposed=False,
+                     output_padding=(0, 0), bias=bias, padding_mode="zeros")
+
+
 def _has_bias(spec: OpSpec) -> bool:
     return spec.get("bias") not in (None, False)
 
