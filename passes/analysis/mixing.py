@@ -47,6 +47,7 @@ from alphac.passes.analysis.mixing_boxes import (
     simplify,
 )
 from alphac.passes.analysis.registry import REGISTRY, Op, OpSpec
+from alphac.passes.analysis.registry.common import is_shape
 from alphac.properties import Property
 
 
@@ -277,15 +278,12 @@ def top_rule(ins: tuple[Any, ...]) -> Rule:
     """:func:`_top` by operand index (before renaming)."""
     pulls: list[Pull] = []
     for i, value in enumerate(ins):
-        if _is_shape(value):
+        if is_shape(value):
             pulls.append(Whole(i, None, value))
         elif isinstance(value, tuple):
-            pulls.extend(Whole(i, j, s) for j, s in enumerate(value) if _is_shape(s))
+            pulls.extend(Whole(i, j, s) for j, s in enumerate(value) if is_shape(s))
     return Rule(default=pulls)
 
-
-def _is_shape(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
 
 
 def _named(rule: Rule, op: Op) -> Rule:

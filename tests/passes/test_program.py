@@ -10,6 +10,7 @@ import warnings
 import pytest
 import sympy
 import torch
+from test_splice import BOTTLENECK, C
 from torch import nn
 
 from alphac.analysis import AnalysisManager
@@ -25,6 +26,7 @@ from alphac.passes.analysis.mixing import MixingAnalysis
 from alphac.passes.analysis.program import Program
 from alphac.passes.analysis.program_infer import Context, fingerprint_of, infer, lift
 from alphac.passes.analysis.registry import OpSpec
+from alphac.passes.analysis.registry.conv_pool import conv_spec
 from alphac.passes.analysis.shape import ShapeAnalysis
 from alphac.passes.analysis.shape_dims import dims_same, evaluate_dim
 from alphac.symbols import dim
@@ -94,21 +96,6 @@ def _resnet_block_contexts(zoo_model) -> list[Context]:
     return out
 
 
-def _conv(kernel: int, cin, cout) -> OpSpec:
-    pad = kernel // 2
-    return OpSpec.of("conv", dims=2, kernel=(kernel, kernel), stride=(1, 1), padding=(pad, pad),
-                     dilation=(1, 1), groups=1, in_channels=cin, out_channels=cout,
-                     transposed=False, output_padding=(0, 0), padding_mode="zeros", bias=False)
-
-
-C = dim("C")
-BOTTLENECK = (Program.of_inputs("x")
-              .append(_conv(1, C, C / 4), 0)
-              .append(OpSpec.of("relu"), 1)
-              .append(_conv(3, C / 4, C), 2)
-              .with_outputs(3))
-
-
 def test_hand_built_program_in_two_resnet_contexts(zoo_model):
     B, H, W = dim("B"), dim("H"), dim("W")
     widths = []
@@ -169,7 +156,7 @@ def test_appending_an_op_reuses_the_prefix(zoo_model):
     base = BOTTLENECK.append(OpSpec.of("relu"), 3).with_outputs(4)
     for ctx in contexts:
         infer(base, ctx)
-    longer = base.append(_conv(1, C, 2 * C), 4).with_outputs(5)
+    longer = base.append(conv_spec(1, C, 2 * C), 4).with_outputs(5)
     before = program_infer.STEPS[0]
     facts = [infer(longer, ctx) for ctx in contexts]
     assert program_infer.STEPS[0] - before == len(contexts)  # one op's transfer per context

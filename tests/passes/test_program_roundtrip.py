@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import random
-import statistics
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -260,18 +258,3 @@ def test_hand_built_program_spliced_into_resnet18(path: str, width: int, zoo_mod
     assert flop_counter_flops(part, tuple(subgraph_inputs(gm, new, am=am))) \
         == facts.cost.concrete().flops
     assert count_params(part) == facts.cost.concrete().params == 5 * width**2 // 2
-
-
-def test_round_trip_time_one_resnet18_block(zoo_model, capsys) -> None:
-    """Prints the median of 10 lift + splice round trips of ``layer1.0`` (bench/ holds goals)."""
-    tm = zoo_model("resnet18")
-    sub, times = next(b for b in tm.blocks if b.path == "layer1.0").subgraph(tm.gm), []
-    for _ in range(10):
-        gm = copy.deepcopy(tm.gm)
-        start = time.perf_counter()
-        splice(gm, sub, *_lifted(gm, sub))
-        times.append(time.perf_counter() - start)
-    with capsys.disabled():
-        print(f"\nlift + splice one ResNet-18 block: median {statistics.median(times) * 1e3:.2f} "
-              "ms")
-    assert len(gm.graph.find_nodes(op="call_module", target="layer1.0.conv1")) == 1

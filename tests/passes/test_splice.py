@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import time
-
 import pytest
 import torch
 
@@ -107,15 +104,3 @@ def test_a_splice_that_changes_nothing_does_not_bump(model) -> None:
     rw.splice(body, lambda rw, inputs: outputs)  # the subgraph in place of itself
     assert rw.commit() is False
     assert graph_version(model.gm) == 0
-
-
-def test_splice_time_one_block(model, capsys) -> None:
-    """Reports the median over 10 splices (no assertion on time: bench/ holds the goal)."""
-    body, times = _body(model, "layer1.0"), []
-    for _ in range(10):
-        gm = copy.deepcopy(model.gm)
-        start = time.perf_counter()
-        splice(gm, body, BOTTLENECK, {C: 64})
-        times.append(time.perf_counter() - start)
-    with capsys.disabled():
-        print(f"\nsplice one ResNet-18 block: median {sorted(times)[5] * 1e3:.2f} ms")

@@ -23,11 +23,13 @@ __all__ = [
     "ZERO",
     "extras",
     "free",
+    "is_shape",
     "numel",
     "per_element",
     "same_shape",
     "tensor",
     "unary_mixing",
+    "wrap_dim",
 ]
 
 ZERO = sympy.Integer(0)
@@ -69,17 +71,23 @@ def extras(ins: tuple[Any, ...], modelled: set[int] | frozenset[int]) -> list[Pu
     graph, say): the conservative answer for them. Constant operands (``get_attr``) are dropped
     by the driver, so pulling them costs nothing."""
     return [Whole(i, None, s) for i, s in enumerate(ins)
-            if i not in modelled and _is_shape(s)]
+            if i not in modelled and is_shape(s)]
 
 
-def _is_shape(value: Any) -> bool:
+def is_shape(value: Any) -> bool:
+    """A concrete float-tensor value of the mixing domain (a tuple of ints)."""
     return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
+
+
+def wrap_dim(d: int, rank: int) -> int:
+    """``d`` as a non-negative dim of a tensor of ``rank`` (0 for a 0-d tensor)."""
+    return d % rank if rank else 0
 
 
 def unary_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     """Mixing rule of an elementwise op of one tensor operand (broadcast to the output)."""
     xs = ins[0] if ins else None
-    if not _is_shape(xs) or not _is_shape(out):
-        return NO_PULLS if not _is_shape(out) else None
+    if not is_shape(xs) or not is_shape(out):
+        return NO_PULLS if not is_shape(out) else None
     dims = broadcast_dims(xs, out)
     return None if dims is None else Rule({None: [Product(0, None, dims), *extras(ins, {0})]})

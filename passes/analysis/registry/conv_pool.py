@@ -49,6 +49,7 @@ from alphac.passes.analysis.registry.common import (
     ZERO,
     extras,
     free,
+    is_shape,
     numel,
     tensor,
 )
@@ -80,9 +81,6 @@ def _tuple(value: Any, n: int) -> tuple:
         return tuple(value) * n if len(value) == 1 and n != 1 else tuple(value)
     return (value,) * n
 
-
-def _is_shape(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
 
 
 # ---- conv ----------------------------------------------------------------------------------------
@@ -143,7 +141,7 @@ def _conv_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
 
 def _conv_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     xs = ins[0] if ins else None
-    if not _is_shape(xs) or not _is_shape(out):
+    if not is_shape(xs) or not is_shape(out):
         return None
     nd, g = spec.get("dims"), spec.get("groups")
     lead = len(xs) - nd - 1
@@ -231,7 +229,7 @@ def _pool_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
 
 def _pool_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     xs = ins[0] if ins else None
-    if not _is_shape(xs) or not _is_shape(out):
+    if not is_shape(xs) or not is_shape(out):
         return None
     nd = spec.get("dims")
     lead = len(xs) - nd
@@ -264,7 +262,7 @@ def _adaptive_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | Non
     """Adaptive windows; aten's ``adaptive_max_pool2d`` returns (values, indices): element 0."""
     xs = ins[0] if ins else None
     values = out[0] if isinstance(out, tuple) and out and isinstance(out[0], tuple) else out
-    if not _is_shape(xs) or not _is_shape(values):
+    if not is_shape(xs) or not is_shape(values):
         return None
     lead = len(xs) - len(spec.get("output_size"))
     dims: list[DimMap] = [(k, None) for k in range(lead)]
@@ -367,7 +365,7 @@ def _pad_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     """Output o reads input ``o - left`` (constant), or its reflected/clamped/wrapped index;
     negative pads crop."""
     xs = ins[0] if ins else None
-    if not _is_shape(xs) or not _is_shape(out):
+    if not is_shape(xs) or not is_shape(out):
         return None
     pads, mode = _pad_amounts(spec.get("pad"), xs, out), spec.get("mode") or "constant"
     if pads is None:

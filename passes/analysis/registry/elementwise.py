@@ -28,6 +28,7 @@ from alphac.passes.analysis.registry.common import (
     ZERO,
     extras,
     free,
+    is_shape,
     numel,
     same_shape,
 )
@@ -56,9 +57,6 @@ _MISSING = object()
 #: Stochastic depth (timm DropPath/DropBlock2d, torchvision StochasticDepth), known by class name.
 DROP_PATH_CLASSES = frozenset({"DropPath", "DropBlock2d", "StochasticDepth"})
 
-
-def _is_shape(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
 
 
 def _sources(spec: OpSpec) -> list[int]:
@@ -124,12 +122,12 @@ def _mode_value_shape(spec: OpSpec, ins: tuple[Any, ...]) -> Any:
 # ---- mixing ----------------------------------------------------------------------------------
 def _binary_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     """Every float operand broadcast to the output; a non-float result has no derivative."""
-    if not _is_shape(out):
+    if not is_shape(out):
         return NO_PULLS
     sources = _sources(spec)
     pulls = []
     for i in sources:
-        if i < len(ins) and _is_shape(ins[i]):
+        if i < len(ins) and is_shape(ins[i]):
             dims = broadcast_dims(ins[i], out)
             if dims is None:
                 return None
@@ -142,10 +140,10 @@ def _elementwise(shape_only: bool = False):
     float operands whole, except ``other`` when it lends only its dtype (``type_as``)."""
 
     def mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
-        if not _is_shape(out):
+        if not is_shape(out):
             return NO_PULLS
         xs = ins[0] if ins and spec.get("input", _MISSING) is _MISSING else None
-        if not _is_shape(xs):
+        if not is_shape(xs):
             return Rule(default=extras(ins, set()))
         dims = broadcast_dims(xs, out)
         if dims is None:

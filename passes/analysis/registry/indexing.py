@@ -37,7 +37,7 @@ from alphac.passes.analysis.mixing_boxes import (
     slice_map,
 )
 from alphac.passes.analysis.registry.build import function
-from alphac.passes.analysis.registry.common import extras, free, tensor
+from alphac.passes.analysis.registry.common import extras, free, is_shape, tensor, wrap_dim
 from alphac.passes.analysis.registry.core import (
     Built,
     CallForm,
@@ -48,7 +48,6 @@ from alphac.passes.analysis.registry.core import (
     register,
     register_builds,
 )
-from alphac.passes.analysis.registry.layout import is_shape
 from alphac.passes.analysis.shape_dims import (
     ONE,
     TensorShape,
@@ -71,9 +70,6 @@ def _is_slice(item: Any) -> bool:
 def _items(index: Any) -> list[Any]:
     return list(index) if isinstance(index, tuple) and not _is_slice(index) else [index]
 
-
-def _norm(d: int, rank: int) -> int:
-    return d % rank if rank else 0
 
 
 def _resolved(item: Any, ins: tuple[Any, ...]) -> Any:
@@ -368,7 +364,7 @@ def _split_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
         return Rule(default=extras(ins, {0}))
     if not all(is_shape(s) for s in out):
         return None
-    d = _norm(spec.get("dim", 0), len(xs))
+    d = wrap_dim(spec.get("dim", 0), len(xs))
     by_elem: dict[int | None, list] = {}
     offset = 0
     for e, shape in enumerate(out):
@@ -428,7 +424,7 @@ def _select(bound: dict[str, Any], shapes: Any, name: str) -> dict[str, Any] | N
     rank, d = _rank(shapes), bound.get("dim", 0)
     if rank is None or not isinstance(d, int):
         return None
-    return {"index": (FULL,) * _norm(d, rank) + (bound.get("index"),)}
+    return {"index": (FULL,) * wrap_dim(d, rank) + (bound.get("index"),)}
 
 
 def _slice(bound: dict[str, Any], shapes: Any, name: str) -> dict[str, Any] | None:
@@ -437,7 +433,7 @@ def _slice(bound: dict[str, Any], shapes: Any, name: str) -> dict[str, Any] | No
     if rank is None or not isinstance(d, int):
         return None
     item = ("slice", bound.get("start"), bound.get("end"), bound.get("step", 1))
-    return {"index": (FULL,) * _norm(d, rank) + (item,)}
+    return {"index": (FULL,) * wrap_dim(d, rank) + (item,)}
 
 
 def _index(bound: dict[str, Any], shapes: Any, name: str) -> dict[str, Any] | None:

@@ -32,7 +32,14 @@ from alphac.passes.analysis.mixing_boxes import (
     shift_in,
 )
 from alphac.passes.analysis.registry.build import function, method
-from alphac.passes.analysis.registry.common import extras, free, same_shape, tensor
+from alphac.passes.analysis.registry.common import (
+    extras,
+    free,
+    is_shape,
+    same_shape,
+    tensor,
+    wrap_dim,
+)
 from alphac.passes.analysis.registry.core import (
     CallForm,
     OpKind,
@@ -57,10 +64,6 @@ from alphac.passes.analysis.shape_dims import (
 Shape = tuple[int, ...]
 
 
-def is_shape(value: Any) -> bool:
-    """A concrete float-tensor value (a tuple of ints)."""
-    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
-
 
 def _minus_one(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value == -1
@@ -69,9 +72,6 @@ def _minus_one(value: Any) -> bool:
 def _missing(values: Any) -> bool:
     return any(v is None for v in values)  # `None in values` would compare expressions with ==
 
-
-def _norm(d: int, rank: int) -> int:
-    return d % rank if rank else 0
 
 
 def _sizes(value: Any) -> tuple | None:
@@ -143,13 +143,13 @@ def _order(spec: OpSpec, rank: int) -> list[int] | None:
     if spec.kind == "transpose":
         order = list(range(rank))
         if rank:
-            a, b = _norm(spec.get("dim0", 0), rank), _norm(spec.get("dim1", 1), rank)
+            a, b = wrap_dim(spec.get("dim0", 0), rank), wrap_dim(spec.get("dim1", 1), rank)
             order[a], order[b] = order[b], order[a]
         return order
     dims = spec.get("dims")
     if not isinstance(dims, tuple) or not all(isinstance(d, int) for d in dims):
         return None
-    return [_norm(d, rank) for d in dims]
+    return [wrap_dim(d, rank) for d in dims]
 
 
 def _permute_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
@@ -280,7 +280,7 @@ def _roll_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
         return None
     dims: list = [(k, None) for k in range(len(xs))]
     for d, shift in zip(which, shifts, strict=True):
-        d = _norm(d, len(xs))
+        d = wrap_dim(d, len(xs))
         dims[d] = (d, roll_map(xs[d], shift))
     return Rule({None: [Product(0, None, dims), *extras(ins, {0})]})
 
@@ -293,7 +293,7 @@ def _cat_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
         return NO_PULLS
     if not isinstance(items, tuple):
         return None
-    d, stack = _norm(spec.get("dim", 0), len(out)), spec.kind == "stack"
+    d, stack = wrap_dim(spec.get("dim", 0), len(out)), spec.kind == "stack"
     shapes = [resolve(r, ins) if isinstance(r, Ref) else None for r in items]
     sizes = _cat_sizes(shapes, out, d) if not stack else [1] * len(items)
     if sizes is None:

@@ -47,6 +47,7 @@ from alphac.passes.analysis.registry.common import (
     FREE,
     ZERO,
     extras,
+    is_shape,
     numel,
     tensor,
 )
@@ -77,9 +78,6 @@ from alphac.passes.analysis.shape_dims import (
 Shape = tuple[int, ...]
 
 
-def _is_shape(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
-
 
 def _has_bias(spec: OpSpec) -> bool:
     return spec.get("bias") not in (None, False)
@@ -96,7 +94,7 @@ def _linear_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
 
 def _linear_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     xs = ins[0] if ins else None
-    if not _is_shape(xs) or not xs:
+    if not is_shape(xs) or not xs:
         return None
     dims: list[DimMap] = [(k, None) for k in range(len(xs) - 1)]
     return Rule({None: [Product(0, None, [*dims, (-1, full(xs[-1]))]), *extras(ins, {0})]})
@@ -150,7 +148,7 @@ def _matmul_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     other = spec.get("other")
     ib = refs(other)[0] if refs(other) else None
     sa, sb = (ins[0] if ins else None), spec.value("other", ins)
-    if not _is_shape(sa) or not _is_shape(sb) or not _is_shape(out):
+    if not is_shape(sa) or not is_shape(sb) or not is_shape(out):
         return None
     ro = len(out)
     n_batch = ro - (len(sa) >= 2) - (len(sb) >= 2)
@@ -215,12 +213,12 @@ def _einsum_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     equation, raw = spec.get("equation"), spec.get("operands")
     parsed = _terms(equation) if isinstance(equation, str) else None
     if parsed is None or not isinstance(raw, tuple) or len(parsed[0]) != len(raw) \
-            or not _is_shape(out):
+            or not is_shape(out):
         return None
     terms, rhs = parsed
     pulls: list[Pull] = []
     for term, ref, shape in zip(terms, raw, spec.value("operands", ins), strict=True):
-        if not _is_shape(shape) or not refs(ref):
+        if not is_shape(shape) or not refs(ref):
             continue  # an integer operand has no derivative
         dims: list[DimMap] = []
         for letter, n in zip(term, shape, strict=True):
@@ -278,7 +276,7 @@ def _sdpa_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
     head ``h`` reads key/value head ``h // (Hq / Hkv)``."""
     shapes = _sdpa_operands(spec, ins)
     causal, mask = spec.get("is_causal"), spec.get("attn_mask")
-    if not all(_is_shape(s) for s in shapes) or not _is_shape(out) or not isinstance(causal, bool) \
+    if not all(is_shape(s) for s in shapes) or not is_shape(out) or not isinstance(causal, bool) \
             or (mask is not None and causal):
         return None
     keys = shapes[1][-2]
@@ -293,7 +291,7 @@ def _sdpa_mixing(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule | None:
         if tail is not None:
             pulls.append(Product(src, None, [*dims, *tail]))
     mshape = spec.value("attn_mask", ins)
-    if _is_shape(mshape) and keys > 1:  # a float mask: read along the keys
+    if is_shape(mshape) and keys > 1:  # a float mask: read along the keys
         dims = broadcast_dims(mshape[:-1], out[:-1])
         if dims is None:
             return None

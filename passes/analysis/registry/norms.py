@@ -33,6 +33,7 @@ from alphac.passes.analysis.registry.common import (
     NO_PULLS,
     ZERO,
     extras,
+    is_shape,
     numel,
     tensor,
 )
@@ -59,9 +60,6 @@ from alphac.passes.analysis.shape_dims import (
 #: Other-FLOPs per output element.
 OTHER_FLOPS = {"batch_norm": 2, "layer_norm": 5, "group_norm": 5}
 
-
-def _is_shape(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
 
 
 # ---- shape -----------------------------------------------------------------------------------
@@ -97,13 +95,13 @@ def _norm_mixing(dims_of: Callable[[OpSpec, tuple[int, ...]], Any]):
         if out is None:
             return NO_PULLS
         xs = ins[0] if ins else None
-        if not _is_shape(xs):
+        if not is_shape(xs):
             return Rule(default=extras(ins, set()))
         dims = dims_of(spec, xs)
         if dims is None or dims is NO_PULLS:
             return dims
         pulls = [Product(0, None, dims), *extras(ins, {0})]
-        if _is_shape(out):
+        if is_shape(out):
             return Rule({None: pulls})
         return Rule({0: pulls}, default=[Whole(0, None, xs)])  # aten's tuple form: element 0
 
