@@ -7,11 +7,12 @@ rewrite may erase and recreate nodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import fx
+from torch.fx.passes.shape_prop import ShapeProp
 
 from alphac.modes import training_mode
 
@@ -118,6 +119,30 @@ class Subgraph:
                     seen.add(other.name)
                     stack.append(other.name)
         return seen == names
+
+
+def annotate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
+    """Run ``gm`` once (eval mode, no grad) so every node carries ``meta['tensor_meta']``.
+
+    Pre: ``gm`` runs on ``example_inputs``. Post: each node's ``meta['tensor_meta']`` describes
+    its value at these inputs, ``gm.meta['alphac.input_shapes']`` lists their shapes, and every
+    buffer holds its old value (an exported graph still counts ``num_batches_tracked`` in eval
+    mode). Only metadata is written, so a captured graph keeps its version (a raw torch.export
+    graph with baked train-mode flags has them flipped and put back, two edits: see
+    :mod:`alphac.modes`). Frontends call it after capture; transform passes call it again on a
+    spliced child, whose new nodes have none.
+    Example: after ``annotate_shapes(gm, (torch.randn(2, 3, 8, 8),))`` a conv node's
+    ``meta['tensor_meta'].shape`` is ``torch.Size([2, C, 8, 8])``.
+    """
+    buffers = {name: b.detach().clone() for name, b in gm.named_buffers()}
+    try:
+        with training_mode(gm, False), torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        with torch.no_grad():
+            for name, b in gm.named_buffers():
+                b.copy_(buffers[name])
+    gm.meta["alphac.input_shapes"] = [tuple(t.shape) for t in example_inputs]
 
 
 def flop_counter_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:

@@ -3,8 +3,9 @@
 An exported GraphModule bakes the mode into its graph: ``aten.batch_norm`` and the dropout ops
 carry a ``training`` flag (torch.export traces in train mode, so the flag is ``True``).
 :func:`set_training` sets the ``training`` attribute of every submodule and flips those flags in
-every GraphModule it contains (then recompiles); :func:`training_mode` puts back, on exit, every
-attribute and flag exactly as it was. A batch norm without running statistics has no eval form
+every GraphModule it contains, through :class:`~alphac.rewriter.Rewriter` (so a flip that changes a
+flag bumps that graph's version); :func:`training_mode` puts back, on exit, every attribute and
+flag exactly as it was. A batch norm without running statistics has no eval form
 (it always normalizes with batch statistics, as ``nn.BatchNorm2d(track_running_stats=False)``
 does), so its flag is left alone. Batch-norm's ``num_batches_tracked`` counter still increments in
 an exported eval graph; it only matters when momentum is None.
@@ -26,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+
+from alphac.rewriter import Rewriter
 
 _aten = torch.ops.aten
 #: op -> position of its training flag.
@@ -106,14 +109,14 @@ def is_training(model: nn.Module) -> bool:
 
 
 def _set_flags(gm: fx.GraphModule, flags: dict[fx.Node, bool]) -> None:
-    changed = False
+    # A flag flip is a real edit of the graph's code, so it goes through the Rewriter and bumps
+    # the version (cached facts of a baked-mode export are recomputed; a captured graph has no
+    # baked flags, so nothing changes and nothing bumps). Only constants change, so neither
+    # dead-code elimination nor a lint (the training loop switches modes often) can find anything.
+    rw = Rewriter(gm, lint=False)
     for node, flag in flags.items():
-        position = MODE_FLAGS[node.target]
-        if node.args[position] != flag:
-            node.update_arg(position, flag)
-            changed = True
-    if changed:
-        gm.recompile()
+        rw.set_arg(node, MODE_FLAGS[node.target], flag)
+    rw.commit(eliminate_dead_code=False)
 
 
 def set_training(model: nn.Module, training: bool) -> None:

@@ -1,11 +1,16 @@
 """The Rewriter: the single door through which every graph mutation goes.
 
 Edits are made with tracked verbs, like xDSL's rewriter: :meth:`Rewriter.insert` (and its
-``call_module``/``call_function``/``call_method``/``get_attr`` spellings), :meth:`replace_all_uses`,
-:meth:`erase` and :meth:`splice`. Each verb records whether it changed the graph; :meth:`commit`
-then eliminates dead code, deletes unused submodules, lints, recompiles and bumps the graph's
-version (kept in ``gm.meta``) exactly once -- and not at all when nothing changed, so cached
-analysis facts keyed on the version are never stale and never needlessly dropped.
+``call_module``/``call_function``/``call_method``/``get_attr`` spellings), :meth:`set_arg`,
+:meth:`replace_all_uses`, :meth:`erase` and :meth:`splice`. Each verb records whether it changed
+the graph; :meth:`commit` then eliminates dead code, deletes unused submodules, lints, recompiles
+and bumps the graph's version (kept in ``gm.meta``) exactly once -- and not at all when nothing
+changed, so cached analysis facts keyed on the version are never stale and never needlessly
+dropped. No code outside this module edits a graph directly (``tests/test_graph_edits.py``).
+
+Versions: a graph is at version 0 when a frontend hands it out, although capture itself edits it
+(drops guard nodes and bound-argument placeholders, inserts mode values): those edits use
+``Rewriter(gm, bump=False)``, documented at :class:`Rewriter`.
 
 Example::
 
@@ -23,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 _VERSION_KEY = "alphac.version"
@@ -43,11 +49,22 @@ class Rewriter:
     Pre: ``gm`` is a GraphModule nobody else is editing. Post (after :meth:`commit`): the graph
     lints, the module is recompiled, and the version went up by one iff something changed.
     ``created`` lists the nodes inserted since the last commit, in insertion order.
+
+    ``bump=False`` is for capture only: a frontend finishing a graph it has not handed out yet
+    (so no analysis can hold a fact about it) commits without a bump, and the graph it returns
+    is at version 0, "as traced". Pre: the graph is at version 0 (else ValueError: an edited
+    graph has been handed out). This beats resetting the version at the end of capture: versions
+    only ever go up, nothing can turn a stale fact fresh by lowering one, and no capture path
+    can forget the reset.
     """
 
-    def __init__(self, gm: fx.GraphModule, *, lint: bool = True) -> None:
+    def __init__(self, gm: fx.GraphModule, *, lint: bool = True, bump: bool = True) -> None:
+        if not bump and graph_version(gm) != 0:
+            raise ValueError(f"Rewriter(bump=False) is for graphs being captured, but this one "
+                             f"is at version {graph_version(gm)}: it has been handed out")
         self.gm = gm
         self.lint = lint
+        self.bump = bump
         self.changed = False
         self.created: list[fx.Node] = []
         self._cursor: fx.Node | None = None  # insert before this node when no place is given
@@ -71,18 +88,23 @@ class Rewriter:
         self.changed = True
         self.commit(eliminate_dead_code=eliminate_dead_code)
 
-    def commit(self, *, eliminate_dead_code: bool = True) -> bool:
-        """DCE and unused submodules (optional), lint, recompile, bump once; False: no change."""
+    def commit(self, *, eliminate_dead_code: bool = True, keep_submodules: bool = False) -> bool:
+        """DCE and unused submodules (optional), lint, recompile, bump once; False: no change.
+
+        ``keep_submodules`` keeps the submodules that dead-code elimination left uncalled (capture
+        keeps every submodule fx copied from the model, called or not).
+        """
         if eliminate_dead_code and self.gm.graph.eliminate_dead_code():
             self.changed = True
         if not self.changed:
             return False
-        if eliminate_dead_code:
+        if eliminate_dead_code and not keep_submodules:
             self.gm.delete_all_unused_submodules()
         if self.lint:
             self.gm.graph.lint()
         self.gm.recompile()
-        self.gm.meta[_VERSION_KEY] = graph_version(self.gm) + 1
+        if self.bump:
+            self.gm.meta[_VERSION_KEY] = graph_version(self.gm) + 1
         self.changed, self.created = False, []
         return True
 
@@ -140,6 +162,25 @@ class Rewriter:
         """Read the parameter, buffer or submodule ``target`` (a dotted path on ``gm``)."""
         return self.insert("get_attr", target, **place)
 
+    def set_arg(self, node: fx.Node, key: int | str, value: Any) -> bool:
+        """Set ``node``'s positional argument ``key`` (an int) or keyword argument ``key`` (a str,
+        added if absent) to ``value``; whether that changed it. Use lists follow (fx updates
+        ``users`` of the nodes the old and new values read).
+
+        Example: ``rw.set_arg(bn, 5, False)`` turns ``aten.batch_norm(x, w, b, m, v, True, ...)``
+        into ``...(x, w, b, m, v, False, ...)``; ``rw.set_arg(drop, "p", 0.0)`` sets ``p=0.0``.
+        """
+        if isinstance(key, int):
+            if _same(node.args[key], value):
+                return False
+            node.update_arg(key, value)
+        else:
+            if key in node.kwargs and _same(node.kwargs[key], value):
+                return False
+            node.update_kwarg(key, value)
+        self.changed = True
+        return True
+
     def replace_all_uses(self, old: fx.Node, new: fx.Node) -> int:
         """Make every user of ``old`` read ``new`` instead; how many users moved."""
         if old is new:
@@ -181,6 +222,31 @@ class Rewriter:
         for old, repl in zip(outputs, new, strict=True):
             self.replace_all_uses(old, repl)
         return new
+
+
+_PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device,
+          torch.layout, torch.memory_format)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether argument values ``a`` and ``b`` are the same: the same nodes (by identity) and
+    equal plain constants, in the same containers; anything else (a tensor) only if identical.
+    fx stores lists and dicts as its immutable subclasses, which count as plain ones here."""
+    if a is b:
+        return True
+    if _kind(a) is not _kind(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, slice):
+        return _same((a.start, a.stop, a.step), (b.start, b.stop, b.step))
+    return isinstance(a, _PLAIN) and bool(a == b)
+
+
+def _kind(value: Any) -> type:
+    return list if isinstance(value, list) else dict if isinstance(value, dict) else type(value)
 
 
 def _output(graph: fx.Graph) -> fx.Node:

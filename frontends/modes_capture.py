@@ -37,6 +37,7 @@ from torch import fx, nn
 
 from alphac.errors import CaptureWarning
 from alphac.modes import MODE_FLAGS, MODE_VALUES, ModeValue, follows_mode
+from alphac.rewriter import Rewriter
 
 _ROUNDS = 4
 _SCALARS = (bool, int, float, type(None))
@@ -98,24 +99,23 @@ def _trace(model: nn.Module, training: bool, leaves: frozenset[str]) -> fx.Graph
         tracer = _LeafTracer(leaves)
         graph = tracer.trace(model, concrete_args=concrete_args(model) or None)
         gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    _drop_concrete_placeholders(gm)
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
+    rw = Rewriter(gm, bump=False)  # capture: the graph is handed out at version 0
+    _drop_concrete_placeholders(rw)
+    # A submodule whose result is unused stays, as fx copied it (its parameters are the model's).
+    rw.commit(eliminate_dead_code=True, keep_submodules=True)
     return gm
 
 
-def _drop_concrete_placeholders(gm: fx.GraphModule) -> None:
+def _drop_concrete_placeholders(rw: Rewriter) -> None:
     """Erase the placeholders fx keeps for bound arguments, with the asserts that check them."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n in rw.gm.graph.nodes if n.op == "placeholder"]
     for node in placeholders[1:]:
         if not node.users and node.args:  # a placeholder with a default, unused
-            gm.graph.erase_node(node)
+            rw.erase(node)
             continue
         chain = _assert_chain(node)
         if chain is not None and node.args:
-            for user in reversed(chain):
-                gm.graph.erase_node(user)
-            gm.graph.erase_node(node)
+            rw.erase(*chain, node)
 
 
 def _assert_chain(node: fx.Node) -> list[fx.Node] | None:
@@ -237,6 +237,7 @@ def _replace_at(value: Any, path: tuple, new: fx.Node) -> Any:
 def _merge(gm: fx.GraphModule, diffs: list) -> fx.GraphModule:
     """``gm`` (the eval trace) with each differing constant read from a ModeValue call, one call
     per use, inside the consumer's module (so a block's subgraph contains its own)."""
+    rw = Rewriter(gm, bump=False)  # capture: the graph is handed out at version 0
     targets: dict[tuple, str] = {}
     for node, found in diffs:
         for path, eval_value, train_value in found:
@@ -244,15 +245,15 @@ def _merge(gm: fx.GraphModule, diffs: list) -> fx.GraphModule:
             if key not in targets:
                 targets[key] = f"{MODE_VALUES}.{len(targets)}"
                 gm.add_submodule(targets[key], ModeValue(eval_value, train_value))
-            with gm.graph.inserting_before(node):
-                value = gm.graph.call_module(targets[key])
-            value.meta["alphac.mode_value"] = (eval_value, train_value)
+            meta: dict[str, Any] = {"alphac.mode_value": (eval_value, train_value)}
             if "nn_module_stack" in node.meta:
-                value.meta["nn_module_stack"] = dict(node.meta["nn_module_stack"])
-            args, kwargs = _replace_at((node.args, node.kwargs), path, value)
-            node.args, node.kwargs = tuple(args), dict(kwargs)
-    gm.graph.lint()
-    gm.recompile()
+                meta["nn_module_stack"] = dict(node.meta["nn_module_stack"])
+            value = rw.insert("call_module", targets[key], before=node, meta=meta)
+            # path: (0, index, ...) into the args or (1, key, ...) into the kwargs
+            where, key_or_index, rest = path[0], path[1], path[2:]
+            current = (node.args, node.kwargs)[where][key_or_index]
+            rw.set_arg(node, key_or_index, _replace_at(current, rest, value))
+    rw.commit(eliminate_dead_code=False)
     return gm
 
 

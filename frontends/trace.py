@@ -19,7 +19,6 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from alphac.errors import CaptureWarning, InvalidInputShapeError, TraceError
 from alphac.frontends.locate import user_location
@@ -29,7 +28,9 @@ from alphac.frontends.modes_capture import (
     follow_mode_in_export,
     undone_side_effects,
 )
+from alphac.ir import annotate_shapes as annotate_shapes  # re-exported: frontends' public name
 from alphac.modes import ModeValue, training_mode
+from alphac.rewriter import Rewriter
 
 FX = "fx"
 EXPORT = "export"
@@ -135,26 +136,15 @@ def _start_in_mode(gm: fx.GraphModule, training: bool) -> None:
 
 def _drop_guard_node(gm: fx.GraphModule) -> None:
     # torch.export inserts a call to a guard-checking submodule; it computes nothing we analyse.
-    for node in list(gm.graph.nodes):
-        if node.op == "call_module" and str(node.target).startswith("_guards"):
-            gm.graph.erase_node(node)
-            if hasattr(gm, str(node.target)):
-                delattr(gm, str(node.target))
-    gm.graph.lint()
-    gm.recompile()
-
-
-def annotate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
-    """Run ``gm`` once so every node carries ``meta['tensor_meta']``; buffers stay untouched."""
-    buffers = {name: b.detach().clone() for name, b in gm.named_buffers()}
-    try:  # an exported graph still counts num_batches_tracked in eval mode: restored below
-        with training_mode(gm, False), torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
-    finally:
-        with torch.no_grad():
-            for name, b in gm.named_buffers():
-                b.copy_(buffers[name])
-    gm.meta["alphac.input_shapes"] = [tuple(t.shape) for t in example_inputs]
+    rw = Rewriter(gm, bump=False)  # capture: the graph is handed out at version 0
+    guards = [n for n in gm.graph.nodes
+              if n.op == "call_module" and str(n.target).startswith("_guards")]
+    rw.erase(*guards)
+    for node in guards:
+        if hasattr(gm, str(node.target)):
+            delattr(gm, str(node.target))
+    # No dead-code elimination: an export's in-place buffer updates have no users.
+    rw.commit(eliminate_dead_code=False)
 
 
 def _first_line(exc: BaseException) -> str:

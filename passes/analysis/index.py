@@ -114,5 +114,5 @@ def graph_index(gm: fx.GraphModule, am: AnalysisManager | None = None, *,
         index = store["index"] = GraphIndex(gm)
     if annotated and not index.annotated:
         raise ValueError("mixing and depth need concrete shapes in node.meta['tensor_meta']; "
-                         "annotate the graph first (alphac.frontends.trace.annotate_shapes)")
+                         "annotate the graph first (alphac.ir.annotate_shapes)")
     return index

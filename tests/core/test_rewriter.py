@@ -128,3 +128,128 @@ def test_unbuildable_kinds_say_why(kind: str) -> None:
 
     with pytest.raises(NotMaterialisable, match=UNBUILDABLE[kind]):
         materialise(OpSpec.of(kind, p=0.1, value=True))
+
+
+# ---- set_arg, keep_submodules, bump=False, and the edits routed through them -------------
+class _Clamp(nn.Module):
+    def forward(self, x):
+        return torch.clamp(torch.relu(x), 0.0, max=6.0)
+
+
+def test_set_arg_sets_a_positional_or_keyword_argument_and_says_whether_it_changed() -> None:
+    gm = fx.symbolic_trace(_Clamp())
+    rw = Rewriter(gm)
+    clamp, relu, x = rw.node("clamp"), rw.node("relu"), rw.node("x")
+    assert not rw.set_arg(clamp, 1, 0.0) and not rw.set_arg(clamp, "max", 6.0)
+    assert not rw.commit() and graph_version(gm) == 0
+    assert rw.set_arg(clamp, 1, -1.0) and rw.set_arg(clamp, "max", 1.0)
+    assert rw.commit() and graph_version(gm) == 1
+    assert clamp.args == (relu, -1.0) and clamp.kwargs["max"] == 1.0
+    assert gm(torch.full((3,), 5.0)).tolist() == [1.0, 1.0, 1.0]
+    assert rw.set_arg(clamp, 0, x)  # a node argument: the use lists follow
+    assert clamp in x.users and clamp not in relu.users
+    assert rw.commit() and graph_version(gm) == 2  # DCE erased the relu
+    assert "relu" not in {n.name for n in gm.graph.nodes}
+    assert gm(torch.full((3,), -5.0)).tolist() == [-1.0, -1.0, -1.0]
+
+
+def test_set_arg_compares_containers_and_never_tensors_by_value() -> None:
+    gm = fx.symbolic_trace(Net())
+    rw = Rewriter(gm)
+    relu, conv = rw.node("relu"), rw.node("conv")
+    assert rw.set_arg(relu, 0, (conv, [1, 2], {"k": None}))
+    assert not rw.set_arg(relu, 0, (conv, [1, 2], {"k": None}))  # fx made them immutable
+    assert rw.set_arg(relu, 0, (conv, [1, 2.0], {"k": None}))  # 2 and 2.0: different constants
+    assert rw.set_arg(relu, 0, (conv, (1, 2.0), {"k": None}))  # a tuple is not a list
+    t = torch.zeros(2)
+    assert rw.set_arg(relu, 0, t) and not rw.set_arg(relu, 0, t)
+    assert rw.set_arg(relu, 0, torch.zeros(2))  # an equal but different tensor
+    assert rw.set_arg(relu, 0, slice(None, t)) and not rw.set_arg(relu, 0, slice(None, t))
+    assert rw.set_arg(relu, "out", None) and relu.kwargs == {"out": None}  # a new keyword
+
+
+def test_commit_can_keep_submodules_that_dead_code_elimination_uncalled() -> None:
+    class Dead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x):
+            self.unused(x)
+            return self.used(x)
+
+    kept, pruned = fx.symbolic_trace(Dead()), fx.symbolic_trace(Dead())
+    assert Rewriter(kept).commit(keep_submodules=True) and Rewriter(pruned).commit()
+    assert [n.target for n in kept.graph.nodes if n.op == "call_module"] == ["used"]
+    assert hasattr(kept, "unused") and not hasattr(pruned, "unused")
+
+
+def test_bump_false_commits_without_a_version_and_refuses_a_handed_out_graph() -> None:
+    gm = fx.symbolic_trace(Net())
+    rw = Rewriter(gm, bump=False)
+    rw.call_function(torch.sigmoid, (rw.node("relu"),), after=rw.node("relu"))
+    assert rw.commit(eliminate_dead_code=False)
+    assert graph_version(gm) == 0 and "sigmoid" in gm.code
+    Rewriter(gm).finish()
+    with pytest.raises(ValueError, match="version 1"):
+        Rewriter(gm, bump=False)
+
+
+class _Branchy(nn.Module):
+    """Branches on a shape (fx fails, export captures it) and has mode-dependent ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.drop = nn.BatchNorm2d(3), nn.Dropout(0.5)
+
+    def forward(self, x):
+        if x.shape[-1] > 2:
+            x = x * 2
+        return self.drop(self.bn(x))
+
+
+class _Bound(nn.Module):
+    """fx keeps placeholders for bound arguments and asserts on them; capture drops both."""
+
+    def forward(self, x, mask=None, flag=False):
+        return nn.functional.dropout(x, 0.5, training=self.training)
+
+
+@pytest.mark.parametrize(("model", "frontend"), [(_Bound, "fx"), (_Branchy, "export")])
+def test_capture_edits_leave_the_graph_at_version_0(model, frontend) -> None:
+    from alphac.frontends.trace import trace
+    from alphac.modes import MODE_VALUES, is_mode_value
+
+    gm, used = trace(model(), (torch.randn(2, 3, 4, 4),))
+    assert used == frontend and graph_version(gm) == 0
+    assert [n.name for n in gm.graph.nodes if n.op == "placeholder"] == ["x"]
+    assert not any(str(n.target).startswith("_guards") for n in gm.graph.nodes)
+    assert any(is_mode_value(n) for n in gm.graph.nodes) and hasattr(gm, MODE_VALUES)
+    gm.graph.lint()
+
+
+def test_flipping_an_exported_graphs_baked_mode_bumps_its_version_once_per_change() -> None:
+    from alphac.modes import set_training, training_mode
+
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Dropout(0.5))
+    gm = torch.export.export(model, (torch.randn(2, 3, 4, 4),)).module()
+    with training_mode(gm, False):
+        assert graph_version(gm) == 1 and "dropout.default(batch_norm, 0.5, False)" in gm.code
+    assert graph_version(gm) == 2 and "dropout.default(batch_norm, 0.5, True)" in gm.code
+    set_training(gm, True)  # already in training mode: nothing changes
+    assert graph_version(gm) == 2
+
+
+def test_annotate_shapes_lives_in_the_core_and_is_re_exported_by_the_frontend() -> None:
+    import importlib
+
+    from alphac import ir
+
+    # by name: `alphac.frontends.trace` as an attribute is the package's `trace` function
+    frontend = importlib.import_module("alphac.frontends.trace")
+    assert frontend.annotate_shapes is ir.annotate_shapes is annotate_shapes
+    gm = fx.symbolic_trace(Net())
+    ir.annotate_shapes(gm, (torch.randn(1, 3, 4, 4),))
+    assert all(n.meta["tensor_meta"].shape == (1, 3, 4, 4) for n in gm.graph.nodes
+               if n.op == "call_module")
+    assert gm.meta["alphac.input_shapes"] == [(1, 3, 4, 4)] and graph_version(gm) == 0
