@@ -64,6 +64,25 @@ class CheckError(UserError):
     exit_code = 7
 
 
+class SynthesisFailed(UserError):
+    """A mutation found no child: synthesis met no target in its budget, or a gate refused.
+
+    ``prop`` names the property that was furthest off (``shape``, ``depth``, ``mixing``) or the
+    stage that refused (``structure``, ``gate``), ``distance`` how far (None when not a distance).
+    Not a bug and not bad input: a search records it and carries on; ``alphac mutate`` prints it.
+    """
+
+    exit_code = 8
+
+    def __init__(self, reason: str, *, prop: str | None = None,
+                 distance: float | None = None, hint: str | None = None) -> None:
+        self.reason = reason
+        self.prop = prop
+        self.distance = distance
+        super().__init__(reason, hint=hint or "try another --seed; a different subgraph or "
+                         "perturbation is drawn")
+
+
 class CaptureWarning(UserWarning):
     """The captured graph differs from the model in some mode (see :mod:`alphac.frontends`)."""
 

@@ -119,15 +119,19 @@ class DepthProperty(Property[DepthFact]):
 
     def mutate(self, value: DepthFact, rng: random.Random, params: Mapping[str, Any]) -> DepthFact:
         p, delta_max = float(params.get("p", 0.5)), int(params.get("delta_max", 2))
-        out = []
-        for key, d in value.pairs:
-            delta = 0
-            while delta < delta_max and rng.random() < p:
-                delta += 1
-            if delta and rng.random() < 0.5:
-                delta = -delta
-            out.append((key, max(0, d + delta)))
-        return DepthFact(tuple(out))
+        return DepthFact(tuple((key, max(0, d + depth_delta(rng, p, delta_max)))
+                               for key, d in value.pairs))
+
+
+def depth_delta(rng: random.Random, p: float = 0.5, delta_max: int = 2) -> int:
+    """One depth perturbation: consecutive Bernoulli(``p``) successes capped at ``delta_max``,
+    with a random sign (ALGORITHM.md 2.2). Example: at p=0.5, 0 with probability 1/2."""
+    delta = 0
+    while delta < delta_max and rng.random() < p:
+        delta += 1
+    if delta and rng.random() < 0.5:
+        delta = -delta
+    return delta
 
 
 def _class_of(index: GraphIndex, node: fx.Node) -> str | None:

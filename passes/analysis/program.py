@@ -32,7 +32,7 @@ import sympy
 from alphac.passes.analysis.registry import OpSpec
 from alphac.passes.analysis.shape_dims import _walk
 
-__all__ = ["Program", "ProgramOp", "substitute"]
+__all__ = ["Program", "ProgramOp", "substitute", "value_at"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,12 @@ def substitute(spec: OpSpec, bindings: Mapping[sympy.Symbol, int]) -> OpSpec:
     if not any(_symbolic(v) for _, v in spec.params):
         return spec
     return OpSpec(spec.kind, tuple((k, _value(v, bindings)) for k, v in spec.params))
+
+
+def value_at(value: Any, bindings: Mapping[sympy.Symbol, int]) -> Any:
+    """A param value (an expression, a tuple of them, a constant) evaluated at ``bindings``:
+    an int where it evaluates to one. Example: ``value_at(C / 4, {C: 64}) == 16``."""
+    return _value(value, bindings)
 
 
 def _symbolic(value: Any) -> bool:

@@ -16,7 +16,7 @@ from alphac.passes.analysis.registry import Built, OpSpec, Ref, materialise
 from alphac.passes.analysis.registry.normalize import Op, module_spec
 from alphac.rewriter import Rewriter
 
-__all__ = ["insert_built", "splice"]
+__all__ = ["insert_built", "splice", "spliced_part"]
 
 
 def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
@@ -37,7 +37,7 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
     new ones; dead code and unused submodules are gone; the graph lints and the version went up
     once (unless ``rewriter`` is given: then its caller commits). Returns the spliced part as a
     Subgraph. ``tensor_meta`` of the new nodes is not computed: re-annotate
-    (``alphac.frontends.trace.annotate_shapes``) before analyses that need concrete shapes.
+    (``alphac.ir.annotate_shapes``) before analyses that need concrete shapes.
 
     Example: splicing ``conv1x1(C->C/4), relu, conv3x3(C/4->C)`` into ``layer1.0``'s body at
     ``C=64`` gives ``layer1_0_syn_conv_0 = self.layer1_0_syn_conv_0(x)`` ... in its place.
@@ -62,12 +62,23 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
         return [values[i] for i in program.outputs]
 
     first = len(rw.created)
-    rw.splice(subgraph, build, meta={"nn_module_stack": dict(stack)} if stack else None)
+    new = rw.splice(subgraph, build, meta={"nn_module_stack": dict(stack)} if stack else None)
     created = [n.name for n in rw.created[first:]]
     if rewriter is None:
         rw.commit()
+    return spliced_part(gm, subgraph, created, [n.name for n in new])
+
+
+def spliced_part(gm: fx.GraphModule, subgraph: Subgraph, created: list[str],
+                 outputs: list[str]) -> Subgraph:
+    """The replacement of ``subgraph`` as a Subgraph numbered like it: its live ``created``
+    nodes, the inputs it reads in ``subgraph.inputs`` order, ``outputs`` in the old outputs'
+    order (so depth and mixing pairs compare with the old subgraph's, pair by pair)."""
     alive = {n.name for n in gm.graph.nodes}
-    return Subgraph.from_nodes(gm, [n for n in created if n in alive])
+    found = Subgraph.from_nodes(gm, [n for n in created if n in alive])
+    order = {name: i for i, name in enumerate(subgraph.inputs)}
+    inputs = sorted(found.inputs, key=lambda n: (order.get(n, len(order)), n))
+    return Subgraph(found.nodes, tuple(inputs), tuple(outputs))
 
 
 def _check_convex(nodes: Mapping[str, fx.Node], subgraph: Subgraph) -> None:
