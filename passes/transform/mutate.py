@@ -1,0 +1,354 @@
+"""mutate: one child of a parent model, by property-guided synthesis or a block mutation.
+
+ALGORITHM.md section 3. A mutation is drawn from the mix [60% rewrite, 20% duplicate a block, 20%
+delete a block; the block mutations only where some block keeps its shape]. A *rewrite* picks a
+block instance, selects a connected subgraph in it (:mod:`.select_subgraph`), lifts it to a
+program, perturbs its depth and mixing once (:mod:`.mutate_properties`), synthesizes a
+replacement meeting the perturbed targets in every context (:mod:`.synthesize`), and splices it
+into that instance and, with probability 0.2 each, into the other instances of the same block type
+(each at its own widths). The child must pass the gates (:mod:`.gates`); an attempt that fails
+retries with a fresh seed, and giving up raises :class:`~alphac.errors.SynthesisFailed` with the
+last reason. The parent is never modified.
+
+Mutators, selectable by name: ``property`` (the synthesizer), ``enumerate`` (random-order
+enumeration that still requires the targets) and ``random`` (a random edit of one chain that
+ignores the properties: :mod:`.random_edit`).
+
+Example::
+
+    child = mutate(traced.gm, traced.blocks, traced.example_inputs, seed=3)
+    child.record.kind, child.record.block     # ('rewrite', 'layer2.1')
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from alphac.analysis import AnalysisManager
+from alphac.errors import SynthesisFailed
+from alphac.ir import Subgraph, annotate_shapes
+from alphac.passes.analysis.cost import model_cost
+from alphac.passes.analysis.program import Program
+from alphac.passes.analysis.program_infer import Context, fingerprint_of, infer, lift
+from alphac.passes.transform.block_mutations import delete_block, duplicate_block, eligible_blocks
+from alphac.passes.transform.gates import (
+    Gate,
+    gate_fingerprint,
+    gate_properties,
+    gate_runs,
+    model_fingerprint,
+)
+from alphac.passes.transform.mutate_properties import Targets, mutate_properties
+from alphac.passes.transform.random_edit import random_edit
+from alphac.passes.transform.select_subgraph import select_subgraph, whole_model_region
+from alphac.passes.transform.splice import splice, spliced_part
+from alphac.passes.transform.synthesize import Problem, Synthesis, SynthesisConfig, synthesize
+from alphac.rewriter import Rewriter
+
+__all__ = ["MUTATORS", "Child", "MutationConfig", "MutationRecord", "draw_kind", "mutate"]
+
+MUTATORS = ("property", "enumerate", "random")
+
+
+@dataclass(frozen=True)
+class MutationConfig:
+    """Mutation settings; defaults are the reference's CIFAR-10 values (ALGORITHM.md 3)."""
+
+    select_p: float = 0.75
+    max_fraction: float = 0.8
+    sequential: bool = False
+    depth_p: float = 0.5
+    delta_max: int = 2
+    mixing_p: float = 0.5
+    other_instances_p: float = 0.2
+    rewrite_p: float = 0.6
+    duplicate_p: float = 0.2
+    max_contexts: int = 4
+    attempts: int = 6
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+
+
+@dataclass(frozen=True)
+class MutationRecord:
+    """What a mutation did, JSON-ready through :meth:`as_dict`."""
+
+    kind: str
+    mutator: str
+    seed: int
+    block: str | None
+    block_type: str | None
+    instances: tuple[str, ...]
+    subgraph: tuple[str, ...]
+    chains: tuple[tuple[str, ...], ...]
+    targets: dict[str, Any] | None
+    achieved: dict[str, Any] | None
+    replaced_code: str
+    attempts: int
+    candidates: int
+    seconds: float
+    params_parent: int
+    params_child: int
+    flops_parent: int
+    flops_child: int
+    fingerprint_parent: str
+    fingerprint_child: str
+    synthesis_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Child:
+    """The mutated model (shape-annotated) and its record."""
+
+    gm: fx.GraphModule
+    record: MutationRecord
+
+
+@dataclass
+class _Instance:
+    path: str | None
+    subgraph: Subgraph
+    program: Program
+    context: Context
+
+
+def _walk(blocks: Sequence[Any]) -> Iterator[Any]:
+    for block in blocks:
+        yield block
+        yield from _walk(getattr(block, "children", ()))
+
+
+def _output_shape(gm: fx.GraphModule) -> tuple[int, ...]:
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    return tuple(out.meta["tensor_meta"].shape)
+
+
+def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[torch.Tensor], *,
+           seed: int = 0, mutator: str = "property", config: MutationConfig | None = None,
+           kind: str | None = None) -> Child:
+    """A child of ``gm`` (see the module docstring); ``gm`` is left unchanged.
+
+    Pre: ``gm`` is shape-annotated at ``example_inputs``; ``blocks`` are its block instances (as
+    the frontends find them: ``.path``, ``.type``, ``.nodes``, ``.children``), possibly empty.
+    ``kind`` forces ``rewrite``/``duplicate``/``delete``. Post: the child passed every gate; the
+    same arguments give the same child, byte for byte (unless a wall-clock budget ran out).
+    """
+    if mutator not in MUTATORS:
+        raise ValueError(f"unknown mutator {mutator!r}: choose one of {', '.join(MUTATORS)}")
+    config = config or MutationConfig()
+    start = time.monotonic()
+    rng = random.Random(f"alphac-mutate-{seed}")
+    am = AnalysisManager()
+    parent = _Parent(gm, list(_walk(blocks)), tuple(example_inputs), model_fingerprint(gm, am),
+                     model_cost(gm, example_inputs, am), _output_shape(gm))
+    chosen = kind or draw_kind(gm, parent.blocks, rng, config, am)
+    last: SynthesisFailed | None = None
+    for attempt in range(1, config.attempts + 1):
+        arng = random.Random(rng.random())
+        try:
+            child, record = _ATTEMPTS[chosen](parent, arng, mutator, config)
+            return _accept(parent, child, record, seed, mutator, attempt, start)
+        except SynthesisFailed as exc:
+            last = exc
+    assert last is not None
+    raise SynthesisFailed(f"{chosen} failed in {config.attempts} attempts; last: {last.reason}",
+                          prop=last.prop, distance=last.distance)
+
+
+@dataclass
+class _Parent:
+    gm: fx.GraphModule
+    blocks: list[Any]
+    example_inputs: tuple[torch.Tensor, ...]
+    fingerprint: str
+    cost: Any
+    output_shape: tuple[int, ...]
+
+
+def draw_kind(gm: fx.GraphModule, blocks: Sequence[Any], rng: random.Random,
+              config: MutationConfig, am: AnalysisManager | None = None) -> str:
+    """``rewrite``, ``duplicate`` or ``delete`` by the mix (rewrite when no block keeps its
+    shape)."""
+    r = rng.random()
+    if r < config.rewrite_p:
+        return "rewrite"
+    if not eligible_blocks(gm, list(_walk(blocks)), am):
+        return "rewrite"
+    return "duplicate" if r < config.rewrite_p + config.duplicate_p else "delete"
+
+
+def _check(gates: Sequence[Gate]) -> None:
+    for gate in gates:
+        if not gate.passed:
+            raise SynthesisFailed(f"gate {gate.name}: {gate.detail}", prop="gate")
+
+
+# ---- rewrite ----------------------------------------------------------------------------------
+def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
+               ) -> list[_Instance]:
+    """The selected subgraph in its block instance, then in every other instance of its type
+    where the same positions lift to the same program."""
+    program, ctx = lift(parent.gm, sub, am)
+    found = [_Instance(getattr(block, "path", None), sub, program, ctx)]
+    if block is None:
+        return found
+    where = {name: i for i, name in enumerate(block.nodes)}
+    positions = [where[n] for n in sub.nodes if n in where]
+    shape = fingerprint_of(program)
+    for other in parent.blocks:
+        if other is block or other.type != block.type or len(other.nodes) != len(block.nodes):
+            continue
+        try:
+            mapped = Subgraph.from_nodes(parent.gm, [other.nodes[i] for i in positions])
+            p, c = lift(parent.gm, mapped, am)
+        except (KeyError, ValueError):
+            continue
+        if fingerprint_of(p) == shape and len(mapped.inputs) == len(sub.inputs):
+            found.append(_Instance(other.path, mapped, p, c))
+    return found
+
+
+def _rewrite(parent: _Parent, rng: random.Random, mutator: str, config: MutationConfig):
+    am = AnalysisManager()
+    began = time.monotonic()
+    block = rng.choice(parent.blocks) if parent.blocks else None
+    region = block.nodes if block is not None else whole_model_region(parent.gm)
+    sub = select_subgraph(parent.gm, region, rng, p=config.select_p,
+                          max_fraction=config.max_fraction, sequential=config.sequential)
+    try:
+        instances = _instances(parent, block, sub, am)
+    except ValueError as exc:
+        raise SynthesisFailed(f"cannot lift the selected subgraph: {exc}", prop="structure") \
+            from exc
+    others = instances[1:]
+    applied = [instances[0], *[i for i in others if rng.random() < config.other_instances_p]]
+    spare = [i for i in others if i not in applied]
+    used = applied + spare[:max(0, config.max_contexts - len(applied))]
+    facts = [infer(i.program, i.context) for i in used]
+    targets: list[Targets] | None = None
+    problem_programs = tuple(i.program for i in used)
+    if mutator == "random":
+        result = random_edit(Problem(problem_programs, tuple(i.context for i in used),
+                                     tuple(Targets(f.shape, f.depth, f.mixing) for f in facts)),
+                             rng)
+    else:
+        perturbation = mutate_properties(facts[0], rng, depth_p=config.depth_p,
+                                         delta_max=config.delta_max, mixing_p=config.mixing_p)
+        targets = [perturbation.apply(f) for f in facts]
+        synth = SynthesisConfig(**{**asdict(config.synthesis), "strategy": mutator})
+        result = synthesize(Problem(problem_programs, tuple(i.context for i in used),
+                                    tuple(targets)), rng, synth)
+    synthesis_seconds = time.monotonic() - began
+    child, parts = _splice_all(parent, applied, result, rng.randrange(2**31))
+    gates = [gate_runs(child, parent.example_inputs, parent.output_shape),
+             gate_fingerprint(parent.fingerprint, child)]
+    if targets is not None:
+        gates.insert(0, gate_properties(child, parts, targets[:len(applied)]))
+    _check(gates)
+    record = _rewrite_record(parent, block, applied, sub, result, targets, child, parts)
+    return child, {**record, "synthesis_seconds": synthesis_seconds}
+
+
+def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis, seed: int
+                ) -> tuple[fx.GraphModule, list[Subgraph]]:
+    child = copy.deepcopy(parent.gm)
+    rw = Rewriter(child)
+    made = []
+    with torch.random.fork_rng(devices=[]):  # fresh modules' init follows the seed, not history
+        torch.manual_seed(seed)
+        _splice_each(child, rw, applied, result, made)
+    rw.commit()
+    annotate_shapes(child, parent.example_inputs)
+    return child, [spliced_part(child, old, list(p.nodes), list(p.outputs)) for old, p in made]
+
+
+def _splice_each(child: fx.GraphModule, rw: Rewriter, applied: Sequence[_Instance],
+                 result: Synthesis, made: list) -> None:
+    for inst in applied:
+        program = result.program_for(inst.program)
+        try:
+            part = splice(child, inst.subgraph, program, inst.context.bindings, rewriter=rw)
+        except ValueError as exc:
+            raise SynthesisFailed(f"cannot splice into {inst.path}: {exc}", prop="structure") \
+                from exc
+        made.append((inst.subgraph, part))
+
+
+def _rewrite_record(parent: _Parent, block: Any, applied: Sequence[_Instance], sub: Subgraph,
+                    result: Synthesis, targets: list[Targets] | None, child: fx.GraphModule,
+                    parts: list[Subgraph]) -> dict[str, Any]:
+    achieved = None
+    if targets is not None:
+        facts = infer(result.program_for(applied[0].program), applied[0].context)
+        achieved = Targets(facts.shape, facts.depth, facts.mixing).summary()
+    return {"kind": "rewrite", "block": getattr(block, "path", None),
+            "block_type": getattr(block, "type", None),
+            "instances": tuple(i.path or "<model>" for i in applied), "subgraph": sub.nodes,
+            "chains": tuple(tuple(t.label() for t in templates)
+                            for _, templates, _ in result.chains),
+            "targets": targets[0].summary() if targets else None, "achieved": achieved,
+            "replaced_code": _code_of(child, parts), "candidates": result.candidates}
+
+
+def _code_of(gm: fx.GraphModule, parts: Sequence[Subgraph]) -> str:
+    """The child's forward lines that compute the spliced nodes."""
+    names = {n for p in parts for n in p.nodes}
+    lines = []
+    for line in gm.code.splitlines():
+        statement = line.strip().split(";  ", 1)[0]  # drop fx's "x = None" bookkeeping
+        if set(statement.split(" = ", 1)[0].split(", ")) & names:
+            lines.append(statement)
+    return "\n".join(lines)
+
+
+# ---- block mutations --------------------------------------------------------------------------
+def _block_mutation(kind: str):
+    def run(parent: _Parent, rng: random.Random, mutator: str, config: MutationConfig):
+        am = AnalysisManager()
+        eligible = eligible_blocks(parent.gm, parent.blocks, am)
+        if not eligible:
+            raise SynthesisFailed(f"no block keeps its shape, so none can be {kind}d",
+                                  prop="structure")
+        block = rng.choice(eligible)
+        child = copy.deepcopy(parent.gm)
+        part = duplicate_block(child, block) if kind == "duplicate" else None
+        if kind == "delete":
+            delete_block(child, block)
+        annotate_shapes(child, parent.example_inputs)
+        _check([gate_runs(child, parent.example_inputs, parent.output_shape),
+                gate_fingerprint(parent.fingerprint, child)])
+        code = _code_of(child, [part]) if part is not None else f"# {block.path} removed"
+        return child, {"kind": kind, "block": block.path, "block_type": block.type,
+                       "instances": (block.path,), "subgraph": tuple(block.nodes), "chains": (),
+                       "targets": None, "achieved": None, "replaced_code": code,
+                       "candidates": 0}
+
+    return run
+
+
+_ATTEMPTS = {"rewrite": _rewrite, "duplicate": _block_mutation("duplicate"),
+             "delete": _block_mutation("delete")}
+
+
+def _accept(parent: _Parent, child: fx.GraphModule, fields: dict[str, Any], seed: int,
+            mutator: str, attempt: int, start: float) -> Child:
+    cost = model_cost(child, parent.example_inputs)
+    record = MutationRecord(
+        mutator=mutator if fields["kind"] == "rewrite" else "block", seed=seed, attempts=attempt,
+        seconds=time.monotonic() - start, params_parent=parent.cost.params,
+        params_child=cost.params, flops_parent=parent.cost.flops_per_sample,
+        flops_child=cost.flops_per_sample, fingerprint_parent=parent.fingerprint,
+        fingerprint_child=model_fingerprint(child), **fields)
+    return Child(child, record)
