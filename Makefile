@@ -42,6 +42,7 @@ test: install data
 
 demo: install data
 	$(BIN)/alphac inspect zoo:resnet18 --target cifar10
+	$(BIN)/alphac mutate zoo:resnet18 --target cifar10 --seed 1 --out .demo/mutant-1
 
 lint: install
 	$(BIN)/ruff check alphac passes frontends runtime tests bench

@@ -137,6 +137,8 @@ def random_edit(problem: Problem, rng: random.Random, *, tries: int = 50) -> Syn
         edited = _edit(list(templates), slot, rng)
         if edited is None:
             continue
+        if slot_specs(slot, edited, contexts) == slot_specs(slot, templates, contexts):
+            continue  # e.g. a new ratio on the last conv, which the width fit undoes
         specs = slot_specs(slot, edited, contexts)
         if specs is None or slot_shape_distance(slot, specs, contexts) != 0:
             continue

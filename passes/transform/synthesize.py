@@ -424,6 +424,11 @@ def _failure(search: _Search, attempts: int, seconds: float) -> SynthesisFailed:
     if not parts:
         return SynthesisFailed(f"no feasible candidate in {attempts} attempt(s), {seconds:.1f} s: "
                                "every vocabulary op broke the exact shape", prop="shape")
+    if total == 0:
+        return SynthesisFailed(
+            f"no complete candidate met every target in {attempts} attempt(s), {seconds:.1f} s: "
+            "chains met them only before reaching their minimum length", prop="length",
+            distance=0.0)
     prop = max(parts, key=parts.get)
     return SynthesisFailed(
         f"no candidate met every target in {attempts} attempt(s), {seconds:.1f} s; the closest "

@@ -251,3 +251,22 @@ def test_gate_fingerprint_refuses_a_copy(zoo_model) -> None:
     assert not gate_fingerprint(fp, copy.deepcopy(t.gm)).passed
     child = mutate(t.gm, t.blocks, t.example_inputs, seed=1)
     assert gate_fingerprint(fp, child.gm).passed
+
+
+# ---- library models -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name,frontend", [("transformers:vit", "export"),
+                                           ("transformers:convnext", "export"),
+                                           ("timm:swin_tiny", "fx"), ("timm:mixer", "fx")])
+def test_library_models_mutate(name: str, frontend: str) -> None:
+    """transformers models trace only through torch.export here; swin and mixer have attention
+    and token-mixing blocks, not residual convs."""
+    from tests.libmodels import INPUT, build
+
+    model = build(name).eval()
+    x = torch.randn(INPUT, generator=torch.Generator().manual_seed(0))
+    gm, used = trace(model, (x,))
+    assert used == frontend
+    annotate_shapes(gm, (x,))
+    blocks = find_blocks(gm, model if used == "fx" else None)
+    ok, reasons = _fuzz(gm, blocks, (x,), range(3))
+    assert ok >= 2, reasons
