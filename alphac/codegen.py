@@ -504,14 +504,17 @@ def _plain_graph(gm: fx.GraphModule) -> fx.Graph:
         raise CodegenError(f"the graph uses a custom calling convention ({type(codegen).__name__})",
                            hint="use a graph from torch.fx symbolic tracing or torch.export")
     graph = fx.Graph()
-    output = graph.graph_copy(gm.graph, {})
+    env: dict[fx.Node, fx.Node] = {}
+    output: Any = None
+    for node in gm.graph.nodes:  # a fresh graph: the export guard is left out, not erased
+        if node.op == "output":
+            output = fx.node.map_arg(node.args[0], env.__getitem__)
+        elif not (node.op == "call_module" and not node.users
+                  and _is_export_guard(gm.get_submodule(str(node.target)))):
+            env[node] = graph.node_copy(node, env.__getitem__)
     if isinstance(codegen, _PyTreeCodeGen):
         output = _unflatten_output(gm, codegen, graph, output)
     graph.output(output)
-    for node in list(graph.nodes):
-        if node.op == "call_module" and not node.users and _is_export_guard(
-                gm.get_submodule(str(node.target))):
-            graph.erase_node(node)
     for node in graph.nodes:
         node.type = None  # annotations are strings or classes that would need their own imports
         for value in (*node.args, *node.kwargs.values()):

@@ -276,14 +276,19 @@ def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis
 
 def _splice_each(child: fx.GraphModule, rw: Rewriter, applied: Sequence[_Instance],
                  result: Synthesis, made: list) -> None:
+    renamed: dict[str, str] = {}  # an instance's old output -> the node now standing for it
     for inst in applied:
         program = result.program_for(inst.program)
+        old = inst.subgraph
+        # consecutive blocks: this instance may read the output of one spliced before it
+        sub = Subgraph(old.nodes, tuple(renamed.get(n, n) for n in old.inputs), old.outputs)
         try:
-            part = splice(child, inst.subgraph, program, inst.context.bindings, rewriter=rw)
+            part = splice(child, sub, program, inst.context.bindings, rewriter=rw)
         except ValueError as exc:
             raise SynthesisFailed(f"cannot splice into {inst.path}: {exc}", prop="structure") \
                 from exc
-        made.append((inst.subgraph, part))
+        renamed.update(zip(old.outputs, part.outputs, strict=True))
+        made.append((sub, part))
 
 
 def _rewrite_record(parent: _Parent, block: Any, applied: Sequence[_Instance], sub: Subgraph,

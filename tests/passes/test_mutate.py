@@ -270,3 +270,18 @@ def test_library_models_mutate(name: str, frontend: str) -> None:
     blocks = find_blocks(gm, model if used == "fx" else None)
     ok, reasons = _fuzz(gm, blocks, (x,), range(3))
     assert ok >= 2, reasons
+
+
+@pytest.mark.parametrize("name", ["vit_ti4", "resnet18"])
+def test_consecutive_instances_are_all_replaced(name: str, zoo_model) -> None:
+    """Splicing into every instance: a block reads the output of the one before it, which was
+    replaced first; no node of any replaced subgraph survives next to its replacement."""
+    t = zoo_model(name)
+    config = MutationConfig(other_instances_p=1.0, max_contexts=20)
+    child = mutate(t.gm, t.blocks, t.example_inputs, seed=14, config=config, kind="rewrite")
+    assert len(child.record.instances) > 1
+    left = {n.name for n in child.gm.graph.nodes} & set(child.record.subgraph)
+    computing = {n.name for n in t.gm.graph.nodes if n.op in ("call_module", "call_function",
+                                                                "call_method")}
+    assert not (left & computing) - set(child.record.replaced_code.split())
+    _check_child(t.gm, child, t.example_inputs)
