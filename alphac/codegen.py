@@ -849,6 +849,6 @@ def inherit_weights(child: nn.Module, parent_state: Mapping[str, torch.Tensor]) 
             elif source.shape != tensor.shape:
                 skipped.append((name, f"shape {tuple(tensor.shape)} != {tuple(source.shape)}"))
             else:
-                tensor.copy_(source)
+                tensor.copy_(source.to(device=tensor.device, dtype=tensor.dtype))
                 copied.append(name)
     return InheritReport(tuple(copied), tuple(skipped))

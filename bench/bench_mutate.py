@@ -85,7 +85,7 @@ def _check_written(paths: list[Path]) -> dict:
     trained = 0
     for path in paths:
         result = subprocess.run([sys.executable, "-m", "alphac", "train", str(path), "--target",
-                                 "synthetic", "--steps", "3", "--json"], capture_output=True,
+                                 "synthetic", "--steps", "3", "--batch-size", "16", "--json"], capture_output=True,
                                 text=True, timeout=900)
         trained += result.returncode == 0
     return {"written": len(paths), "loaded_without_alphac": loaded, "trained": trained}

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from alphac.codegen import InheritReport, inherit_weights
 from alphac.errors import TrainingError
 from alphac.ir import count_params
 from alphac.runtime.datasets import load_dataset
@@ -197,30 +198,3 @@ def _metrics(
         params=count_params(model),
         diverged_at_step=result.diverged_at_step,
     )
-
-
-@dataclass(frozen=True)
-class InheritReport:
-    """Which entries of the child's state dict were copied from the parent, and which were not."""
-
-    copied: tuple[str, ...]
-    skipped: tuple[str, ...]
-
-
-def inherit_weights(child: nn.Module, parent_state_dict: Mapping[str, torch.Tensor]) -> InheritReport:
-    """Copy every parameter/buffer whose name (module path) and shape are unchanged from the parent.
-
-    Entries that are new in the child, or whose shape changed, keep the child's values and are
-    listed in ``skipped``.
-    """
-    copied: list[str] = []
-    skipped: list[str] = []
-    with torch.no_grad():
-        for name, tensor in child.state_dict(keep_vars=True).items():
-            source = parent_state_dict.get(name)
-            if source is None or tuple(source.shape) != tuple(tensor.shape):
-                skipped.append(name)
-                continue
-            tensor.copy_(source.to(device=tensor.device, dtype=tensor.dtype))
-            copied.append(name)
-    return InheritReport(tuple(copied), tuple(skipped))

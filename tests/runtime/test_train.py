@@ -180,8 +180,8 @@ def test_inherit_weights_copies_only_matching_names_and_shapes():
     child[6] = nn.Linear(8, 5)  # the head changes shape
     child.add_module("7", nn.Linear(5, 5))  # and a new layer appears
     report = inherit_weights(child, parent.state_dict())
-    assert set(report.skipped) == {"6.weight", "6.bias", "7.weight", "7.bias"}
+    assert set(report.reasons) == {"6.weight", "6.bias", "7.weight", "7.bias"}
     assert "0.weight" in report.copied and "1.running_var" in report.copied
-    assert set(report.copied) | set(report.skipped) == set(child.state_dict())
+    assert set(report.copied) | set(report.reasons) == set(child.state_dict())
     for name in report.copied:
         assert torch.equal(child.state_dict()[name], parent.state_dict()[name])
