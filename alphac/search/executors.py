@@ -1,0 +1,153 @@
+"""Executors: where candidates train. ``inline`` (this process) and ``local`` (worker processes).
+
+Both take :class:`~alphac.search.candidate.CandidateTask` values and hand back
+:class:`~alphac.search.candidate.CandidateResult` values as candidates finish, in completion
+order, so the search is asynchronous: a new candidate starts as soon as a worker is free. A worker
+loads the target's data once (its initializer) and keeps it. A worker process that dies (killed,
+out of memory, a segfault in the candidate) makes its candidates come back as ``lost`` results;
+the search re-queues them once (issue #10, executors). Workers are started with ``spawn``, so no
+state is inherited by fork; tasks and results are plain data.
+
+Example::
+
+    with LocalExecutor(workers=2, target="fashion-mnist", recipe=proxy) as ex:
+        ex.submit(task)
+        for result in ex.results(timeout=60): ...
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from alphac.search.candidate import CandidateResult, CandidateTask, evaluate_candidate
+
+__all__ = ["LOST", "InlineExecutor", "LocalExecutor", "default_workers"]
+
+#: The status of a result whose worker died before reporting.
+LOST = "lost"
+
+_DATA: dict[str, Any] = {}
+
+
+def default_workers(device: str = "auto", cores_per_worker: int = 2) -> int:
+    """One worker per GPU, else one per ``cores_per_worker`` CPU cores (at least one)."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 1) // cores_per_worker)
+
+
+def _load(target: str, recipe: dict[str, Any], seed: int, data_dir: str | None,
+          device: str) -> Any:
+    from alphac.runtime.recipe import Recipe
+    from alphac.runtime.train import load_task_data
+
+    return load_task_data(target, Recipe(**recipe), seed=seed, data_dir=data_dir, device=device)
+
+
+def _init_worker(target: str, recipe: dict[str, Any], seed: int, data_dir: str | None,
+                 device: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _DATA["data"] = _load(target, recipe, seed, data_dir, device)
+
+
+def _run(task: CandidateTask) -> CandidateResult:
+    return evaluate_candidate(task, _DATA.get("data"))
+
+
+class InlineExecutor:
+    """Runs each candidate in this process when its results are asked for (tests, debugging)."""
+
+    def __init__(self, *, target: str, recipe: dict[str, Any], seed: int = 0,
+                 data_dir: str | None = None, device: str = "auto", data: Any = None) -> None:
+        self._data = data if data is not None else _load(target, recipe, seed, data_dir, device)
+        self._queue: list[CandidateTask] = []
+        self.workers = 1
+
+    def submit(self, task: CandidateTask) -> None:
+        self._queue.append(task)
+
+    @property
+    def running(self) -> int:
+        return len(self._queue)
+
+    def results(self, timeout: float | None = None) -> Iterator[CandidateResult]:
+        """The next finished candidate (one per call of ``next``)."""
+        if self._queue:
+            yield evaluate_candidate(self._queue.pop(0), self._data)
+
+    def close(self) -> None:
+        self._queue.clear()
+
+    def __enter__(self) -> InlineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor:
+    """A pool of ``workers`` spawned processes, each with the target's data loaded once."""
+
+    def __init__(self, *, workers: int, target: str, recipe: dict[str, Any], seed: int = 0,
+                 data_dir: str | None = None, device: str = "auto",
+                 threads: int | None = None) -> None:
+        self.workers = max(1, workers)
+        threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self._args = (target, recipe, seed, data_dir, device, threads)
+        self._pool = self._new_pool()
+        self._futures: dict[Future, CandidateTask] = {}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=self._args)
+
+    @property
+    def running(self) -> int:
+        return len(self._futures)
+
+    def submit(self, task: CandidateTask) -> None:
+        try:
+            future = self._pool.submit(_run, task)
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
+            future = self._pool.submit(_run, task)
+        self._futures[future] = task
+
+    def results(self, timeout: float | None = None) -> Iterator[CandidateResult]:
+        """Yield the candidates that finish within ``timeout`` seconds (at least one if any is
+        running and the timeout allows)."""
+        if not self._futures:
+            return
+        done, _ = wait(list(self._futures), timeout=timeout, return_when=FIRST_COMPLETED)
+        broken = False
+        for future in done:
+            task = self._futures.pop(future)
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                broken = True
+                yield CandidateResult(task.id, LOST, "the worker process died")
+            except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+                yield CandidateResult(task.id, "failed", f"{type(exc).__name__}: {exc}")
+        if broken:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._futures.clear()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
