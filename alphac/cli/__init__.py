@@ -9,6 +9,7 @@ from alphac.cli.data_cmd import data_app
 from alphac.cli.inspect_cmd import inspect
 from alphac.cli.measure_cmd import measure
 from alphac.cli.mutate_cmd import mutate
+from alphac.cli.optimize_cmd import optimize
 from alphac.cli.properties_cmd import properties
 from alphac.cli.train_cmd import train
 from alphac.cli.zoo_cmd import zoo
@@ -44,6 +45,7 @@ app.command()(train)
 app.command()(measure)
 app.command(name="properties")(properties)
 app.command()(mutate)
+app.command()(optimize)
 app.add_typer(data_app, name="data")
 
 

@@ -30,7 +30,8 @@ __all__ = ["CandidateResult", "CandidateTask", "build_from_code", "evaluate_cand
 
 @dataclass(frozen=True)
 class CandidateTask:
-    """A candidate to train and evaluate, as plain data (see the module docstring)."""
+    """A candidate to train and evaluate, as plain data (see the module docstring); the
+    trained state dict is saved to ``save_to`` when given."""
 
     id: int
     code: str
@@ -42,6 +43,7 @@ class CandidateTask:
     data_dir: str | None = None
     test: bool = False
     latency: bool = False
+    save_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ def evaluate_candidate(task: CandidateTask, data: Any = None) -> CandidateResult
             return CandidateResult(task.id, "failed", f"training diverged at step "
                                    f"{metrics.diverged_at_step} (NaN/Inf loss)", metrics=info,
                                    seconds=time.monotonic() - start)
+        if task.save_to:  # the trained state, for children to inherit (weights_only loadable)
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       task.save_to)
         latency = None
         if task.latency:
             latency = measure_speed(model, get_target(task.target).input_shape,
