@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps $(LIBRARY_MODELS)
 	$(BIN)/python -m pip install -q $(LIBRARY_MODEL_DEPS)
+	$(BIN)/python -m pip install -q "ray>=2.40" "matplotlib>=3.8"
 	touch $(STAMP)
 
 # Real data for the tests and the demo: Debian's Fashion-MNIST package where apt-get works (root),
@@ -43,6 +44,9 @@ test: install data
 demo: install data
 	$(BIN)/alphac inspect zoo:resnet18 --target cifar10
 	$(BIN)/alphac mutate zoo:resnet18 --target cifar10 --seed 1 --out .demo/mutant-1
+	rm -rf .demo/run
+	$(BIN)/alphac optimize zoo:resnet18 --target fashion-mnist --candidates 8 --subset 3000 \
+		--workers 1 --out .demo/run
 
 lint: install
 	$(BIN)/ruff check alphac passes frontends runtime tests bench

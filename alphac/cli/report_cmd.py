@@ -1,0 +1,182 @@
+"""`alphac report`: a finished search's Pareto table, its best model and that model's lineage."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from alphac.cli.common import JsonOpt, console, err_console, handles_user_errors, human, print_json
+
+RunDirArg = Annotated[
+    str,
+    typer.Argument(metavar="RUN_DIR", help="The run directory (`alphac optimize --out`).",
+                   show_default=False),
+]
+PlotOpt = Annotated[
+    bool,
+    typer.Option("--plot/--no-plot", help="Write RUN_DIR/pareto.png (needs matplotlib: "
+                 'pip install "alphac\\[plot]").'),
+]
+_DASH = "-"
+
+
+@handles_user_errors
+def report(run_dir: RunDirArg, json_output: JsonOpt = False, plot: PlotOpt = True) -> None:
+    """Print the seed against the Pareto front, the best model and the mutations that made it;
+    draw RUN_DIR/pareto.png. Writes nothing else: the journal is opened read-only."""
+    from alphac.search.report import PlotUnavailableError, load_run, plot_pareto
+
+    run = load_run(run_dir)
+    table, steps = run.table(), run.best_lineage()
+    plotted = None
+    if plot:
+        try:
+            plotted = plot_pareto(run)
+        except PlotUnavailableError as exc:  # the table is the report; the plot is a bonus
+            err_console.print(f"note: {exc.message} ({exc.hint})", highlight=False, markup=False,
+                              soft_wrap=True)
+    if json_output:
+        print_json(_json(run, table, steps, plotted))
+        return
+    _print_header(run)
+    _print_table(_table(table))
+    _print_best(run, table)
+    _print_lineage(steps)
+    if plotted is not None:
+        console.print(f"wrote {plotted}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _json(run: Any, table: list, steps: list, plotted: Any) -> dict[str, Any]:
+    return {"run_dir": str(run.run_dir), "objective": run.objective,
+            "max_accuracy_drop": run.settings.get("max_accuracy_drop"),
+            "counts": run.counts,
+            "proxy_fidelity_kendall_tau": run.report.get("proxy_fidelity_kendall_tau"),
+            "seed_model": run.seed_model, "pareto": run.pareto, "best": run.best,
+            "best_model": str(run.best_model_path),
+            "table": [row.as_dict() for row in table],
+            "lineage": [step.as_dict() for step in steps],
+            "settings": run.settings, "plot": None if plotted is None else str(plotted)}
+
+
+def _print_header(run: Any) -> None:
+    counts = run.counts
+    tau = run.report.get("proxy_fidelity_kendall_tau")
+    trained = ", ".join(f"{counts[s]} {s}" for s in ("done", "failed", "running", "queued")
+                        if counts.get(s))
+    console.print(f"[bold]{run.run_dir}[/]: {run.settings.get('target', '?')}, objective "
+                  f"{run.objective}, best within {run.settings.get('max_accuracy_drop', '?')} "
+                  f"points of the seed", highlight=False, soft_wrap=True)
+    fidelity = f"; proxy -> final Kendall tau {tau:.2f}" if tau is not None else ""
+    console.print(f"  individuals: {trained or 'none'}{fidelity}", highlight=False,
+                  soft_wrap=True)
+
+
+def _percent(change: float) -> str:
+    return f"{100 * change:+.1f}%" if abs(change) < 0.095 else f"{100 * change:+.0f}%"
+
+
+def _cost(value: Any, change: float | None) -> str:
+    if value is None:
+        return _DASH
+    text = human(value) if isinstance(value, int) else f"{value:.2f}"
+    return text if change is None else f"{text} ({_percent(change)})"
+
+
+def _accuracy(value: float | None, points: float | None, unit: str = "") -> str:
+    if value is None:
+        return _DASH
+    text = f"{100 * value:.2f}{unit}"
+    return text if points is None else f"{text} ({points:+.2f})"
+
+
+def _role(row: Any) -> str:
+    # The best model is on the front by construction, so "best" says both.
+    words = ["seed"] if row.is_seed else []
+    words += ["best"] if row.is_best else ([] if row.is_seed or not row.on_front else ["front"])
+    return ", ".join(words)
+
+
+def _table(rows: list) -> Table:
+    """Seed first; changes against it in brackets (cost in %, accuracy in points)."""
+    with_latency = any(row.latency_ms is not None for row in rows)  # measured for latency only
+    table = Table(title="the seed and the Pareto front, retrained with the final recipe",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("id", "model", "params", "FLOPs", *(("latency ms",) if with_latency else ()),
+                 "val acc %", "test acc %"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for row in rows:
+        plain = row.is_seed  # the seed's own changes are all zero: shown as plain values
+        cells = [f"#{row.id}", _role(row),
+                 _cost(row.params, None if plain else row.params_change),
+                 _cost(row.flops, None if plain else row.flops_change)]
+        if with_latency:
+            cells.append(_cost(row.latency_ms, None if plain else row.latency_change))
+        cells += [_accuracy(row.val_accuracy, None if plain else row.val_points),
+                  _accuracy(row.test_accuracy, None if plain else row.test_points)]
+        table.add_row(*cells, style="bold" if row.is_best else None)
+    return table
+
+
+def _print_table(table: Table) -> None:
+    # Into a log or a pipe, print at the table's natural width rather than rich's default of 80
+    # columns (which a print cannot exceed), so no cell wraps; a terminal keeps its own width.
+    out = console
+    if not console.is_terminal:
+        needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        out = Console(file=console.file, width=max(console.width, needed))
+    out.print(table)
+
+
+def _print_best(run: Any, rows: list) -> None:
+    best = next(row for row in rows if row.is_best) if any(r.is_best for r in rows) else None
+    where = run.best_model_path
+    if best is None or best.is_seed:
+        console.print(f"best: the seed #{run.seed_model['id']} (no cheaper model within the "
+                      f"accuracy constraint) -> {where}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"[bold]best: #{best.id}[/], params {_cost(best.params, best.params_change)}, "
+                  f"test {_accuracy(best.test_accuracy, best.test_points, '%')} -> {where}",
+                  highlight=False, soft_wrap=True)
+
+
+def _print_lineage(steps: list) -> None:
+    say = functools.partial(console.print, highlight=False, soft_wrap=True, markup=False)
+    say(f"lineage of the best model #{steps[-1].id} ({len(steps) - 1} mutations from the seed):")
+    for step in steps:
+        val = _accuracy(step.val_accuracy, None, "%")
+        if step.kind is None:
+            say(f"  #{step.id} seed, proxy val {val}")
+            continue
+        where = step.block or "<model>"
+        block_type = step.block_type or "no block"
+        also = f", also in {', '.join(step.instances[1:])}" if len(step.instances) > 1 else ""
+        say(f"  #{step.id} <- #{step.parent}: {step.kind} of {where} ({block_type}{also}), "
+            f"params {_cost(step.params_before, None)} -> "
+            f"{_cost(step.params_after, None)}, FLOPs {_cost(step.flops_before, None)} -> "
+            f"{_cost(step.flops_after, None)}, proxy val {val}")
+        _print_change(say, step)
+
+
+def _print_change(say: Any, step: Any) -> None:
+    before = step.replaced or (", ".join(step.subgraph) if step.subgraph else None)
+    label = {"rewrite": ("replaced", "with"), "duplicate": ("copied", "added"),
+             "delete": ("removed", None)}.get(step.kind, ("replaced", "with"))
+    if before:
+        _block(say, label[0], before)
+    for i, chain in enumerate(step.chains):
+        say(f"      chain {i}: {' -> '.join(chain)}")
+    if label[1] and step.replacement:
+        _block(say, label[1], step.replacement)
+
+
+def _block(say: Any, label: str, code: str) -> None:
+    lines = code.splitlines() or [""]
+    say(f"      {label}:")
+    for line in lines:
+        say(f"        {line}")
