@@ -138,13 +138,14 @@ def main() -> None:
     torch.set_num_threads(1)  # the goals are per core
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         for mutator in args.mutator:
             for name in args.models:
                 results.append(run_model(name, mutator, args.per_model, args.load, Path(tmp)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mutation_corpus.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "mutation_corpus.md").write_text(_markdown(results))
+                # written after every model, so an interrupted run keeps what it measured
+                (out / "mutation_corpus.json").write_text(json.dumps(results, indent=2) + "\n")
+                (out / "mutation_corpus.md").write_text(_markdown(results))
     print(_markdown(results))
 
 

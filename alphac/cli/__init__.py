@@ -11,6 +11,7 @@ from alphac.cli.measure_cmd import measure
 from alphac.cli.mutate_cmd import mutate
 from alphac.cli.optimize_cmd import optimize
 from alphac.cli.properties_cmd import properties
+from alphac.cli.report_cmd import report
 from alphac.cli.train_cmd import train
 from alphac.cli.zoo_cmd import zoo
 
@@ -46,6 +47,7 @@ app.command()(measure)
 app.command(name="properties")(properties)
 app.command()(mutate)
 app.command()(optimize)
+app.command()(report)
 app.add_typer(data_app, name="data")
 
 

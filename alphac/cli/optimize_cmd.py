@@ -46,8 +46,10 @@ def optimize(
     strategy: Annotated[str, typer.Option("--strategy", help="evolution or random-search.")
                         ] = "evolution",
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
-    executor: Annotated[str, typer.Option("--executor", help="local (processes) or inline.")
-                        ] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="local (processes), ray, or "
+                                          "inline (this process).")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="An existing Ray "
+                           "cluster (default: start a local Ray).", show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Proxy training steps per "
                                               "candidate.", show_default=False)] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Proxy epochs per candidate "
@@ -77,14 +79,16 @@ def optimize(
                               max_accuracy_drop=max_accuracy_drop, mutator=mutator,
                               strategy=strategy, proxy=proxy, final=final, seed=seed,
                               workers=workers, executor=executor, device=device,
-                              data_dir=data_dir)
+                              data_dir=data_dir, ray_address=ray_address)
 
     def event(kind: str, info: dict) -> None:
         if json_output:
             return
         if kind == "done":
-            console.print(f"  #{info['id']}: val {100 * info['val_accuracy']:.1f}%, params "
-                          f"{human(info['params'])}, FLOPs {human(info['flops'])}", highlight=False)
+            console.print(f"  [{info['finished']}/{info['total']}] #{info['id']}: val "
+                          f"{100 * info['val_accuracy']:.1f}%, params {human(info['params'])}, "
+                          f"FLOPs {human(info['flops'])} ({info['seconds']:.0f} s)",
+                          highlight=False)
         elif kind in ("failed", "retry"):
             console.print(f"  #{info['id']} {kind}: {info['reason']}", highlight=False,
                           markup=False)

@@ -67,6 +67,7 @@ class SearchSettings:
     device: str = "auto"
     data_dir: str | None = None
     population: int | None = None
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         checks = [(self.candidates >= 1, "--candidates must be at least 1"),
@@ -76,7 +77,8 @@ class SearchSettings:
                   (self.mutator in MUTATORS, f"--mutator must be one of {', '.join(MUTATORS)}"),
                   (self.strategy in ("evolution", "random-search"),
                    "--strategy must be evolution or random-search"),
-                  (self.executor in ("local", "inline"), "--executor must be local or inline"),
+                  (self.executor in ("local", "inline", "ray"),
+                   "--executor must be local, inline or ray"),
                   (self.workers >= 1, "--workers must be at least 1")]
         for ok, message in checks:
             if not ok:
@@ -211,7 +213,9 @@ class _Search:
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
                             train_seconds=result.train_seconds or 0.0)
         self.say("done", {"id": result.id, "val_accuracy": result.val_accuracy,
-                          "params": cost.params, "flops": cost.flops_per_sample})
+                          "params": cost.params, "flops": cost.flops_per_sample,
+                          "finished": self.trained_count(), "total": self.s.candidates,
+                          "seconds": result.seconds})
 
     # ---- the loop ---------------------------------------------------------------------------
     def trained_count(self) -> int:
@@ -255,6 +259,10 @@ def _executor(settings: SearchSettings) -> Any:
                   data_dir=settings.data_dir, device=settings.device)
     if settings.executor == "inline":
         return InlineExecutor(**kwargs)
+    if settings.executor == "ray":
+        from alphac.search.ray_executor import RayExecutor
+
+        return RayExecutor(workers=settings.workers, address=settings.ray_address, **kwargs)
     return LocalExecutor(workers=settings.workers, **kwargs)
 
 
@@ -344,14 +352,37 @@ def _finish(search: _Search) -> dict[str, Any]:
         task = replace_task(search._task(ident, test=True, recipe=s.final,
                                          save_to=folder / "weights.pt"))
         result = evaluate_candidate(task, data)
+        pt2 = _export_pt2(folder, search.traced.example_inputs) if result.status == "done" \
+            else "not trained"
         ind = search.journal.get(ident)
         rows.append({"id": ident, "parent": ind.parent, "params": ind.params,
                      "flops": ind.flops, "latency_ms": ind.latency_ms,
                      "proxy_val_accuracy": ind.val_accuracy, "status": result.status,
                      "reason": result.reason, "val_accuracy": result.val_accuracy,
-                     "test_accuracy": result.test_accuracy, "path": str(folder)})
+                     "test_accuracy": result.test_accuracy, "path": str(folder),
+                     "pt2": None if pt2 else str(folder / "model.pt2"), "pt2_error": pt2})
         search.say("final", rows[-1])
     return _report(search, rows)
+
+
+def _export_pt2(folder: Path, example_inputs: tuple) -> str | None:
+    """Save ``folder``'s trained model as ``model.pt2`` (torch.export); the error, if any."""
+    from alphac.search.candidate import build_from_code
+
+    try:
+        model = build_from_code((folder / "model.py").read_text())
+        inherit_weights(model, torch.load(folder / "weights.pt", weights_only=True))
+        inputs = tuple(example_inputs)
+        batch = torch.export.Dim("batch", min=1)
+        try:  # any batch size; a model that fixes its batch exports at the example's
+            program = torch.export.export(model.eval(), inputs,
+                                          dynamic_shapes=tuple({0: batch} for _ in inputs))
+        except Exception:  # noqa: BLE001
+            program = torch.export.export(model.eval(), inputs)
+        torch.export.save(program, folder / "model.pt2")
+    except Exception as exc:  # noqa: BLE001 - the .py and weights stay the deliverable
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return None
 
 
 def replace_task(task: CandidateTask) -> CandidateTask:
@@ -372,7 +403,7 @@ def _report(search: _Search, rows: list[dict[str, Any]]) -> dict[str, Any]:
                else search.seed_id)
     best = next(r for r in rows if r["id"] == best_id)
     (run_dir / "best").mkdir(exist_ok=True)
-    for name in ("model.py", "weights.pt"):
+    for name in ("model.py", "weights.pt", "model.pt2"):
         source = Path(best["path"]) / name
         if source.is_file():
             shutil.copyfile(source, run_dir / "best" / name)
@@ -382,4 +413,15 @@ def _report(search: _Search, rows: list[dict[str, Any]]) -> dict[str, Any]:
               "proxy_fidelity_kendall_tau": _kendall_tau(
                   [r["proxy_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok])}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(run_dir)
     return report
+
+
+def _plot(run_dir: Path) -> None:
+    """``pareto.png`` where matplotlib is installed (the optional ``plot`` extra)."""
+    from alphac.search.report import PlotUnavailableError, plot_pareto
+
+    try:
+        plot_pareto(run_dir)
+    except PlotUnavailableError:
+        pass

@@ -127,8 +127,8 @@ def random_edit(problem: Problem, rng: random.Random, *, tries: int = 50) -> Syn
     for slot in chain_slots(problem):
         ops = [problem.program.ops[k].spec for k in slot.chain.ops]
         templates = [template_of(s, contexts[0].bindings) for s in ops]
-        if all(t is not None for t in templates):
-            slots.append((slot, templates))
+        if all(t is not None for t in templates) and slot_specs(slot, templates, contexts):
+            slots.append((slot, templates))  # the chain as it is must be writable here
     if not slots:
         raise SynthesisFailed("no chain of the selected subgraph is made of vocabulary ops, so "
                               "the random-edit mutator has nothing to edit", prop="structure")

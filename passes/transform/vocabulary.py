@@ -162,6 +162,8 @@ def _at(expr: Any, bindings: Bindings) -> Any:
 def _spec(t: Template, width: Any, layout: str, contexts: Sequence[Bindings]
           ) -> tuple[OpSpec, Any] | None:
     """The spec of ``t`` reading a value of ``width``, and the width it produces."""
+    if t.resizes and width is None and t.width is None:
+        return None  # a value without a width axis (attention maps): nothing to resize
     ratio = sympy.Rational(t.ratio.numerator, t.ratio.denominator)
     out = t.width if t.width is not None else (width * ratio if t.resizes else width)
     if t.resizes and not _is_width(out, contexts):

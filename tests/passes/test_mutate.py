@@ -285,3 +285,11 @@ def test_consecutive_instances_are_all_replaced(name: str, zoo_model) -> None:
                                                                 "call_method")}
     assert not (left & computing) - set(child.record.replaced_code.split())
     _check_child(t.gm, child, t.example_inputs)
+
+
+def test_random_edits_on_attention_chains_never_crash(zoo_model) -> None:
+    """A chain over attention maps has no width axis: a linear there is not writable, so the
+    random-edit mutator skips it instead of crashing (found by the corpus on ViT)."""
+    t = zoo_model("vit_ti4")
+    ok, reasons = _fuzz(t.gm, t.blocks, t.example_inputs, range(8, 14), mutator="random")
+    assert ok >= 4, reasons

@@ -41,7 +41,7 @@ def test_a_tiny_search_writes_every_output_and_resumes(tmp_path: Path) -> None:
             assert row[key] is not None, key
         assert 0 <= row["val_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
     for name in ("journal.sqlite", "history.csv", "report.json", "best/model.py",
-                 "best/weights.pt"):
+                 "best/weights.pt", "best/model.pt2"):
         assert (out / name).is_file(), name
     done = subprocess.run([sys.executable, "-c", _LOAD, str(out / "best/model.py"),
                            str(out / "best/weights.pt")], capture_output=True, text=True,
@@ -49,6 +49,10 @@ def test_a_tiny_search_writes_every_output_and_resumes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-2:] == ["(2,", "10)"]
     assert check(out) == []
+    assert (out / "pareto.png").stat().st_size > 10_000
+    shown = runner.invoke(app, ["report", str(out), "--json", "--no-plot"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["best"]["id"] == report["best"]["id"]
     again = runner.invoke(app, ["optimize", *TINY, "--candidates", "3", "--executor", "inline",
                                 "--out", str(out), "--resume", "--json"])
     assert again.exit_code == 0, again.output
