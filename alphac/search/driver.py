@@ -123,10 +123,6 @@ class _Search:
     def folder(self, ident: int) -> Path:
         return self.run_dir / "candidates" / f"{ident:06d}"
 
-    def _cost(self, gm: Any) -> float:
-        cost = model_cost(gm, self.traced.example_inputs)
-        return float(cost.params if self.s.objective != "flops" else cost.flops_per_sample)
-
     def _task(self, ident: int, test: bool = False, recipe: dict | None = None,
               save_to: Path | None = None, weights: Path | None = None) -> CandidateTask:
         folder = self.folder(ident)
@@ -169,9 +165,7 @@ class _Search:
             self.journal.fail(failed, f"synthesis: {exc.reason}")
             self.say("failed", {"id": failed, "reason": exc.reason})
             return None
-        trained = self.folder(parent.id) / "trained.pt"
-        if trained.is_file():
-            inherit_weights(child.gm, torch.load(trained, map_location="cpu", weights_only=True))
+        self.inherit(child.gm, parent.id)
         made = self.journal.add(parent.id, child.record.as_dict(), seed,
                                 child.record.fingerprint_child, self._rel("model.py", ident),
                                 self._rel("trained.pt", ident))
@@ -179,6 +173,12 @@ class _Search:
         self._write(ident, child.gm)
         self.members[ident] = _Member(ident, child.gm, find_blocks(child.gm, None))
         return ident
+
+    def inherit(self, gm: Any, parent: int) -> None:
+        """``gm`` takes its parent's trained weights where names and shapes match."""
+        trained = self.folder(parent) / "trained.pt"
+        if trained.is_file():
+            inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True))
 
     def _choose_parent(self, rng: random.Random) -> int:
         done = [Candidate(m.id, m.val_accuracy, m.cost, m.id) for m in self.members.values()
@@ -198,7 +198,9 @@ class _Search:
             if self.journal.requeue(result.id):
                 self.journal.start(result.id, "local")
                 executor.submit(self._task(result.id))
-                return
+            else:  # the journal failed it: its worker died twice
+                self.say("failed", {"id": result.id, "reason": "worker died twice"})
+            return
         member = self.members[result.id]
         if result.status != "done":
             self.journal.fail(result.id, result.reason or result.status)
@@ -289,6 +291,10 @@ def _replay(search: _Search) -> list[int]:
             member.cost = (ind.latency_ms if search.s.objective == "latency" else
                            float(ind.params if search.s.objective == "params" else ind.flops))
         if ind.status == "queued":
+            if not (search.folder(ind.id) / "weights.pt").is_file():  # killed before writing
+                if ind.parent is not None:
+                    search.inherit(member.gm, ind.parent)
+                search._write(ind.id, member.gm)
             queued.append(ind.id)
     return queued
 
