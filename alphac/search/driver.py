@@ -24,7 +24,7 @@ import json
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -355,8 +355,9 @@ def _finish(search: _Search) -> dict[str, Any]:
         folder = run_dir / "pareto" / f"{ident:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(search.folder(ident) / "model.py", folder / "model.py")
-        task = replace_task(search._task(ident, test=True, recipe=s.final,
-                                         save_to=folder / "weights.pt"))
+        # the final retraining starts from the code's fresh initialisation, not inherited weights
+        task = replace(search._task(ident, test=True, recipe=s.final,
+                                    save_to=folder / "weights.pt"), weights=None)
         result = evaluate_candidate(task, data)
         pt2 = _export_pt2(folder, search.traced.example_inputs) if result.status == "done" \
             else "not trained"
@@ -389,13 +390,6 @@ def _export_pt2(folder: Path, example_inputs: tuple) -> str | None:
     except Exception as exc:  # noqa: BLE001 - the .py and weights stay the deliverable
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
     return None
-
-
-def replace_task(task: CandidateTask) -> CandidateTask:
-    """The final retraining starts from the code's fresh initialisation, not inherited weights."""
-    from dataclasses import replace
-
-    return replace(task, weights=None)
 
 
 def _report(search: _Search, rows: list[dict[str, Any]]) -> dict[str, Any]:

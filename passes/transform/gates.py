@@ -31,7 +31,7 @@ from alphac.passes.analysis.mixing import MixingAnalysis
 from alphac.passes.analysis.shape import ShapeAnalysis
 from alphac.passes.transform.mutate_properties import Targets, distances
 
-__all__ = ["Gate", "gate_fingerprint", "gate_properties", "gate_runs", "model_fingerprint"]
+__all__ = ["Gate", "annotated_output_shape", "gate_fingerprint", "gate_properties", "gate_runs", "model_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def gate_runs(child: fx.GraphModule, example_inputs: Sequence[torch.Tensor],
     grads = {name: p.grad for name, p in child.named_parameters()}
     try:
         child.graph.lint()
-        got = _annotated_output(child)
+        got = annotated_output_shape(child)
         if got is None:  # not annotated at these inputs: run it
             with training_mode(child, False), torch.no_grad():
                 got = tuple(_first(child(*example_inputs)).shape)
@@ -99,7 +99,8 @@ def gate_runs(child: fx.GraphModule, example_inputs: Sequence[torch.Tensor],
     return Gate("runs", True)
 
 
-def _annotated_output(gm: fx.GraphModule) -> tuple[int, ...] | None:
+def annotated_output_shape(gm: fx.GraphModule) -> tuple[int, ...] | None:
+    """The output's shape as the last ``annotate_shapes`` traced it (None if not annotated)."""
     out = next(n for n in reversed(gm.graph.nodes) if n.op == "output").args[0]
     while isinstance(out, (tuple, list)) and out:
         out = out[0]

@@ -41,6 +41,7 @@ from alphac.passes.analysis.program_infer import Context, fingerprint_of, infer,
 from alphac.passes.transform.block_mutations import delete_block, duplicate_block, eligible_blocks
 from alphac.passes.transform.gates import (
     Gate,
+    annotated_output_shape,
     gate_fingerprint,
     gate_properties,
     gate_runs,
@@ -128,13 +129,6 @@ def _walk(blocks: Sequence[Any]) -> Iterator[Any]:
         yield from _walk(getattr(block, "children", ()))
 
 
-def _output_shape(gm: fx.GraphModule) -> tuple[int, ...]:
-    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    while isinstance(out, (tuple, list)):
-        out = out[0]
-    return tuple(out.meta["tensor_meta"].shape)
-
-
 def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[torch.Tensor], *,
            seed: int = 0, mutator: str = "property", config: MutationConfig | None = None,
            kind: str | None = None) -> Child:
@@ -149,10 +143,13 @@ def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[t
         raise ValueError(f"unknown mutator {mutator!r}: choose one of {', '.join(MUTATORS)}")
     config = config or MutationConfig()
     start = time.monotonic()
+    if annotated_output_shape(gm) is None:
+        raise ValueError("mutate needs a shape-annotated parent: run alphac.ir.annotate_shapes(gm, "
+                         "example_inputs) first")
     rng = random.Random(f"alphac-mutate-{seed}")
     am = AnalysisManager()
     parent = _Parent(gm, list(_walk(blocks)), tuple(example_inputs), model_fingerprint(gm, am),
-                     model_cost(gm, example_inputs, am), _output_shape(gm))
+                     model_cost(gm, example_inputs, am), annotated_output_shape(gm))
     chosen = kind or draw_kind(gm, parent.blocks, rng, config, am)
     last: SynthesisFailed | None = None
     for attempt in range(1, config.attempts + 1):

@@ -30,11 +30,10 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 from alphac.errors import SynthesisFailed
-from alphac.passes.analysis.depth import DepthFact, DepthProperty
-from alphac.passes.analysis.mixing import MixingFact, MixingProperty
 from alphac.passes.analysis.program import Program, ProgramOp, value_at
 from alphac.passes.analysis.program_infer import (
     Context,
@@ -47,7 +46,7 @@ from alphac.passes.analysis.registry import OpSpec
 from alphac.passes.analysis.shape import ShapeFact, ShapeProperty, TensorShape
 from alphac.passes.analysis.shape_dims import SPATIAL, dims_same
 from alphac.passes.transform.chains import Chain, chains, drop_operand, with_chains
-from alphac.passes.transform.mutate_properties import Targets
+from alphac.passes.transform.mutate_properties import Targets, distances
 from alphac.passes.transform.vocabulary import (
     Template,
     chain_specs,
@@ -59,7 +58,7 @@ from alphac.passes.transform.vocabulary import (
 __all__ = ["Problem", "Slot", "Synthesis", "SynthesisConfig", "chain_slots", "slot_shape_distance",
            "slot_specs", "synthesize"]
 
-_SHAPE, _DEPTH, _MIXING = ShapeProperty(), DepthProperty(), MixingProperty()
+_SHAPE = ShapeProperty()
 _INF = float("inf")
 #: The wider grid tried per op after synthesis (ALGORITHM.md 4, concretize).
 _GRID: dict[str, dict[str, tuple[Any, ...]]] = {
@@ -207,22 +206,11 @@ def slot_shape_distance(slot: Slot, specs: Sequence[Any], contexts: Sequence[Con
 
 
 def _whole_distances(programs: Sequence[Program], problem: Problem) -> list[dict[str, float]]:
-    out = []
-    for program, ctx, target in zip(programs, problem.contexts, problem.targets, strict=True):
-        out.append({
-            "shape": _SHAPE.distance(target.shape, shape_of(program, ctx)),
-            "depth": _depth_distance(target.depth, depth_of(program, ctx)),
-            "mixing": _mixing_distance(target.mixing, mixing_of(program, ctx)),
-        })
-    return out
-
-
-def _depth_distance(target: DepthFact, have: DepthFact) -> float:
-    return _DEPTH.distance(target, have)
-
-
-def _mixing_distance(target: MixingFact, have: MixingFact) -> float:
-    return _MIXING.distance(target, have)
+    return [distances(target, SimpleNamespace(shape=shape_of(program, ctx),
+                                              depth=depth_of(program, ctx),
+                                              mixing=mixing_of(program, ctx)))
+            for program, ctx, target in zip(programs, problem.contexts, problem.targets,
+                                            strict=True)]
 
 
 def _score(search: _Search, assignment: Mapping[int, tuple[Template, ...]]) -> tuple[float, Any]:
