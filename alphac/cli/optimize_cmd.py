@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from alphac.cli.common import (
     DataDirOpt,
@@ -18,26 +19,24 @@ from alphac.cli.common import (
     print_json,
 )
 
-_Int = Annotated[int | None, typer.Option(show_default=False)]
 
-
-def _recipe(steps: int | None, epochs: float | None, subset: int | None, batch: int,
-            lr: float) -> dict[str, Any]:
-    recipe: dict[str, Any] = {"batch_size": batch, "lr": lr, "subset": subset}
-    if steps is not None:
-        recipe["steps"] = steps
-    recipe["epochs"] = epochs if epochs is not None else 1.0
-    return recipe
+def _cost_ratio(row: dict, seed_row: dict, objective: str) -> float:
+    key = {"params": "params", "flops": "flops", "latency": "latency_ms"}[objective]
+    return (row[key] or 0) / seed_row[key] if seed_row[key] else 1.0
 
 
 @handles_user_errors
 def optimize(
     model: ModelArg,
     target: TargetOpt = "fashion-mnist",
-    candidates: Annotated[int, typer.Option("--candidates", help="How many children to train "
-                                            "(the seed not counted).")] = 20,
-    objective: Annotated[str, typer.Option("--objective", help="params, flops or latency.")
-                         ] = "params",
+    candidates: Annotated[int | None, typer.Option(
+        "--candidates", help="How many children to train (the seed not counted); default 20, "
+        "or unlimited with --budget.", show_default=False)] = None,
+    budget: Annotated[str | None, typer.Option(
+        "--budget", help="Wall-time budget for the whole run, final retraining included "
+        "(e.g. 30m, 2h, 1h30m); counted across --resume.", show_default=False)] = None,
+    objective: Annotated[str, typer.Option("--objective", help="params, flops or latency "
+                                           "(batch 1 on the search's device).")] = "params",
     max_accuracy_drop: Annotated[float, typer.Option(
         "--max-accuracy-drop", help="Best = cheapest within this many points of the seed.")
     ] = 0.5,
@@ -45,7 +44,9 @@ def optimize(
                        ] = "property",
     strategy: Annotated[str, typer.Option("--strategy", help="evolution or random-search.")
                         ] = "evolution",
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Parallel candidates (default: one per GPU, else one per 2 CPU "
+        "cores).", show_default=False)] = None,
     executor: Annotated[str, typer.Option("--executor", help="local (processes), ray, or "
                                           "inline (this process).")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="An existing Ray "
@@ -55,8 +56,12 @@ def optimize(
     epochs: Annotated[float | None, typer.Option("--epochs", help="Proxy epochs per candidate "
                                                  "(default 1).", show_default=False)] = None,
     final_steps: Annotated[int | None, typer.Option("--final-steps", help="Steps of the final "
-                                                    "retraining of the Pareto front.",
+                                                    "retraining (default 3x the proxy).",
                                                     show_default=False)] = None,
+    rungs: Annotated[int, typer.Option("--rungs", help="Successive-halving rungs above the "
+                                       "proxy (0: off).")] = 1,
+    eta: Annotated[int, typer.Option("--eta", help="Successive halving: the best 1/eta of a "
+                                     "rung train eta times longer.")] = 3,
     subset: Annotated[int | None, typer.Option("--subset", help="Use only N training images.",
                                                show_default=False)] = 6000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
@@ -69,42 +74,42 @@ def optimize(
     json_output: JsonOpt = False,
 ) -> None:
     """Search for models as accurate as MODEL and cheaper (αNAS evolution); resumable."""
-    from alphac.search.driver import SearchSettings
-    from alphac.search.driver import optimize as run_search
+    from alphac.cli.live import SearchView, duration
+    from alphac.search.api import optimize as run_search
 
-    proxy = _recipe(steps, epochs, subset, batch_size, lr)
-    final = _recipe(final_steps if final_steps is not None else (steps * 3 if steps else None),
-                    3.0 if epochs is None else 3 * epochs, subset, batch_size, lr)
-    settings = SearchSettings(target=target, candidates=candidates + 1, objective=objective,
-                              max_accuracy_drop=max_accuracy_drop, mutator=mutator,
-                              strategy=strategy, proxy=proxy, final=final, seed=seed,
-                              workers=workers, executor=executor, device=device,
-                              data_dir=data_dir, ray_address=ray_address)
-
-    def event(kind: str, info: dict) -> None:
-        if json_output:
-            return
-        if kind == "done":
-            console.print(f"  [{info['finished']}/{info['total']}] #{info['id']}: val "
-                          f"{100 * info['val_accuracy']:.1f}%, params {human(info['params'])}, "
-                          f"FLOPs {human(info['flops'])} ({info['seconds']:.0f} s)",
-                          highlight=False)
-        elif kind in ("failed", "retry"):
-            console.print(f"  #{info['id']} {kind}: {info['reason']}", highlight=False,
-                          markup=False)
-        elif kind == "final":
-            console.print(f"  final #{info['id']}: val {100 * (info['val_accuracy'] or 0):.1f}%, "
-                          f"test {100 * (info['test_accuracy'] or 0):.1f}%", highlight=False)
-
-    result = run_search(model, out=out, settings=settings, resume=resume, on_event=event)
+    options = dict(target=target, candidates=candidates, budget=budget, objective=objective,
+                   max_accuracy_drop=max_accuracy_drop, steps=steps, epochs=epochs,
+                   final_steps=final_steps, subset=subset, batch_size=batch_size, lr=lr,
+                   workers=workers, executor=executor, ray_address=ray_address, mutator=mutator,
+                   strategy=strategy, rungs=rungs, eta=eta, seed=seed, device=device,
+                   data_dir=data_dir, resume=resume, out=out)
     if json_output:
-        print_json(result.report)
+        print_json(run_search(model, **options).report)
         return
-    seed_row, best = result.report["seed_model"], result.best
-    console.print(f"seed: params {human(seed_row['params'])}, test "
-                  f"{100 * (seed_row['test_accuracy'] or 0):.1f}%", highlight=False)
-    for row in result.pareto:
-        console.print(f"pareto #{row['id']}: params {human(row['params'])}, FLOPs "
-                      f"{human(row['flops'])}, val {100 * row['val_accuracy']:.1f}%, test "
-                      f"{100 * (row['test_accuracy'] or 0):.1f}%", highlight=False)
-    console.print(f"best #{best['id']} -> {result.run_dir / 'best' / 'model.py'}", highlight=False)
+    with SearchView(console) as view:
+        result = run_search(model, on_event=view, **options)
+    report, seed_row = result.report, result.seed_model
+    objective = report["settings"]["objective"]
+    table = Table(title=f"Pareto front ({objective}; cost = {objective} against the seed)")
+    for column in ("id", "", "params", "FLOPs", "latency", "val", "test", "Δtest", "cost"):
+        table.add_column(column, justify="right")
+    rows = {r["id"]: r for r in [seed_row, *result.pareto]}
+    for ident in sorted(rows):
+        row = rows[ident]
+        mark = " ".join(m for m, on in (("seed", ident == seed_row["id"]),
+                                         ("best", ident == result.best["id"])) if on)
+        change = 100 * ((row["test_accuracy"] or 0) - (seed_row["test_accuracy"] or 0))
+        table.add_row(f"#{ident}", mark, human(row["params"]), human(row["flops"]),
+                      "-" if row["latency_ms"] is None else f"{row['latency_ms']:.2f} ms",
+                      f"{100 * (row['val_accuracy'] or 0):.1f}%",
+                      f"{100 * (row['test_accuracy'] or 0):.1f}%",
+                      f"{change:+.1f} pts", f"{_cost_ratio(row, seed_row, objective):.0%}")
+    console.print(table)
+    timing = report["timing"]
+    overhead = timing.get("overhead_fraction")
+    console.print(f"search {duration(timing['search_seconds'])}, final retraining "
+                  f"{duration(timing['final_seconds'])}; overhead outside training "
+                  + ("n/a" if overhead is None else f"{100 * overhead:.2f}% of a candidate"),
+                  highlight=False)
+    console.print(f"best #{result.best['id']} -> {result.best_dir / 'model.py'}; "
+                  f"`alphac report {result.run_dir}` shows its lineage", highlight=False)

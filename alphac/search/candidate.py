@@ -15,9 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +33,8 @@ __all__ = ["CandidateResult", "CandidateTask", "build_from_code", "evaluate_cand
 @dataclass(frozen=True)
 class CandidateTask:
     """A candidate to train and evaluate, as plain data (see the module docstring); the
-    trained state dict is saved to ``save_to`` when given."""
+    trained state dict is saved to ``save_to`` when given (atomically). ``rung`` is the
+    successive-halving rung (0: the proxy; a higher rung continues from ``weights``)."""
 
     id: int
     code: str
@@ -44,6 +47,7 @@ class CandidateTask:
     test: bool = False
     latency: bool = False
     save_to: str | None = None
+    rung: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class CandidateResult:
     train_seconds: float | None = None
     seconds: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
+    rung: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,19 +103,26 @@ def evaluate_candidate(task: CandidateTask, data: Any = None) -> CandidateResult
         if metrics.status != "ok":
             return CandidateResult(task.id, "failed", f"training diverged at step "
                                    f"{metrics.diverged_at_step} (NaN/Inf loss)", metrics=info,
-                                   seconds=time.monotonic() - start)
+                                   seconds=time.monotonic() - start, rung=task.rung)
         if task.save_to:  # the trained state, for children to inherit (weights_only loadable)
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       task.save_to)
+            _save_atomically({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                             Path(task.save_to))
         latency = None
         if task.latency:
             latency = measure_speed(model, get_target(task.target).input_shape,
                                     device=info["device"]).latency_ms
         return CandidateResult(task.id, "done", None, metrics.val_accuracy, metrics.test_accuracy,
                                metrics.params, latency, metrics.seconds,
-                               time.monotonic() - start, info)
+                               time.monotonic() - start, info, rung=task.rung)
     except Exception as exc:  # noqa: BLE001 - a failing candidate never stops a search
         where = traceback.extract_tb(exc.__traceback__)[-1:]
         line = f" at {where[0].filename}:{where[0].lineno}" if where else ""
         return CandidateResult(task.id, "failed", f"{type(exc).__name__}: {exc}{line}"[:500],
-                               seconds=time.monotonic() - start)
+                               seconds=time.monotonic() - start, rung=task.rung)
+
+
+def _save_atomically(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

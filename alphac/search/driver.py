@@ -5,33 +5,45 @@ keeps every worker busy: a parent is chosen among the finished individuals
 (:func:`~alphac.search.selection.select_parent`, on validation accuracy and the chosen cost), a
 child is made by one mutation (:func:`alphac.passes.transform.mutate.mutate`), inherits its
 parent's trained weights by name and shape, is written as code plus weights, journalled, and
-trained by an executor. Every event is one journal transaction, so a run killed at any moment
-resumes (``resume=True``): running candidates are re-queued and the individuals are rebuilt by
-replaying their recorded mutations from the seed (mutations are deterministic), so nothing from
-the run directory is executed. At the end the Pareto-optimal individuals (validation accuracy
-against cost) and the seed are retrained from scratch with the final recipe and evaluated once on
-the test split; ``best`` is the cheapest within ``max_accuracy_drop`` points of the seed.
+trained by an executor. Successive halving (asynchronous, as in ASHA): when a worker is free, an
+individual in the best ``1/eta`` of its rung first continues training to ``eta`` times that
+rung's budget; the seed is promoted first, and selection compares every individual with the seed
+at the highest rung both reached (:meth:`_Search.score`). ``budget_s`` bounds the wall time of
+the whole run, the final retraining included (estimated from the seed's own training time).
 
-Run directory: ``journal.sqlite``, ``candidates/NNNNNN/{model.py,weights.pt,trained.pt}``,
-``pareto/NNNNNN/{model.py,weights.pt}``, ``best/{model.py,weights.pt}``, ``report.json``,
-``history.csv``.
+Every event is one journal transaction, so a run killed at any moment resumes (``resume=True``):
+running candidates are re-queued, unfinished promotions are issued again, and the individuals are
+rebuilt by replaying their recorded mutations from the seed (mutations are deterministic), so
+nothing from the run directory is executed. At the end the Pareto-optimal individuals
+(validation accuracy against cost) and the seed are retrained from scratch with the final recipe
+and evaluated once on the test split; ``best`` is the cheapest within ``max_accuracy_drop``
+points of the seed.
+
+Run directory: ``journal.sqlite``, ``candidates/NNNNNN/{model.py,weights.pt,trained.pt,
+trained-rN.pt}``, ``pareto/NNNNNN/{model.py,weights.pt,model.pt2}``, ``best/`` (the same three),
+``report.json``, ``history.csv``, ``pareto.png``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import random
 import shutil
+import statistics
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from alphac.codegen import generate_code, inherit_weights
-from alphac.errors import SynthesisFailed, UserError
+from alphac.errors import SynthesisFailed, TrainingError, UserError
 from alphac.frontends import TracedModel, find_blocks, load
 from alphac.passes.analysis.cost import model_cost
 from alphac.passes.transform.gates import model_fingerprint
@@ -42,17 +54,27 @@ from alphac.search.executors import LOST, InlineExecutor, LocalExecutor
 from alphac.search.journal import Journal
 from alphac.search.selection import Candidate, best_within, pareto_front, select_parent
 
-__all__ = ["OBJECTIVES", "SearchResult", "SearchSettings", "optimize"]
+__all__ = ["OBJECTIVES", "STRATEGIES", "SearchResult", "SearchSettings", "optimize"]
 
 OBJECTIVES = ("params", "flops", "latency")
+STRATEGIES = ("evolution", "random-search")
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """What a search does; stored in the journal (a resumed run keeps its own)."""
+    """What a search does; stored in the journal (a resumed run keeps its own, except the
+    ``candidates`` and ``budget_s`` given to the resume).
+
+    ``candidates`` children are trained (the seed not counted) and/or the search stops starting
+    work when ``budget_s`` seconds of wall time (over all sessions, the final retraining
+    included) would be exceeded; at least one of the two is set. Successive halving: with
+    ``rungs`` >= 1, a finished individual in the best ``1/eta`` of its rung continues training to
+    ``eta`` times the budget of that rung (asynchronously, as in ASHA), up to ``eta ** rungs``
+    times the proxy; the seed is promoted first at every rung, so each individual is compared
+    with the seed at the same rung. ``rungs=0`` turns it off."""
 
     target: str = "fashion-mnist"
-    candidates: int = 20
+    candidates: int | None = 20
     objective: str = "params"
     max_accuracy_drop: float = 0.5
     mutator: str = "property"
@@ -68,18 +90,31 @@ class SearchSettings:
     data_dir: str | None = None
     population: int | None = None
     ray_address: str | None = None
+    budget_s: float | None = None
+    rungs: int = 1
+    eta: int = 3
 
     def __post_init__(self) -> None:
-        checks = [(self.candidates >= 1, "--candidates must be at least 1"),
+        checks = [(self.candidates is not None or self.budget_s is not None,
+                   "give --candidates N or --budget TIME (or both)"),
+                  (self.candidates is None or self.candidates >= 1,
+                   f"--candidates must be at least 1, got {self.candidates}"),
+                  (self.budget_s is None or (math.isfinite(self.budget_s) and self.budget_s > 0),
+                   f"--budget must be a positive time, got {self.budget_s} s"),
                   (self.objective in OBJECTIVES, f"--objective must be one of "
-                   f"{', '.join(OBJECTIVES)}"),
-                  (self.max_accuracy_drop >= 0, "--max-accuracy-drop must be >= 0"),
-                  (self.mutator in MUTATORS, f"--mutator must be one of {', '.join(MUTATORS)}"),
-                  (self.strategy in ("evolution", "random-search"),
-                   "--strategy must be evolution or random-search"),
+                   f"{', '.join(OBJECTIVES)}, got {self.objective!r}"),
+                  (math.isfinite(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100,
+                   "--max-accuracy-drop must be between 0 and 100 (percentage points), got "
+                   f"{self.max_accuracy_drop}"),
+                  (self.mutator in MUTATORS, f"--mutator must be one of {', '.join(MUTATORS)}, "
+                   f"got {self.mutator!r}"),
+                  (self.strategy in STRATEGIES, "--strategy must be evolution or random-search, "
+                   f"got {self.strategy!r}"),
                   (self.executor in ("local", "inline", "ray"),
-                   "--executor must be local, inline or ray"),
-                  (self.workers >= 1, "--workers must be at least 1")]
+                   f"--executor must be local, inline or ray, got {self.executor!r}"),
+                  (self.workers >= 1, f"--workers must be at least 1, got {self.workers}"),
+                  (self.rungs >= 0, f"--rungs must be 0 (off) or more, got {self.rungs}"),
+                  (self.eta >= 2, f"--eta must be at least 2, got {self.eta}")]
         for ok, message in checks:
             if not ok:
                 raise UserError(message, hint="see `alphac optimize --help`")
@@ -87,18 +122,33 @@ class SearchSettings:
 
 @dataclass
 class SearchResult:
-    """Where a finished search put its results, and the report it wrote."""
+    """Where a finished search put its results, and the report it wrote (``report.json``)."""
 
     run_dir: Path
     report: dict[str, Any]
 
     @property
     def best(self) -> dict[str, Any]:
+        """The cheapest retrained model within the accuracy constraint (the seed if none)."""
         return self.report["best"]
 
     @property
+    def seed_model(self) -> dict[str, Any]:
+        return self.report["seed_model"]
+
+    @property
     def pareto(self) -> list[dict[str, Any]]:
+        """The retrained Pareto front (validation accuracy against the chosen cost)."""
         return self.report["pareto"]
+
+    @property
+    def best_dir(self) -> Path:
+        """``best/``: ``model.py`` (torch only, ``build_model()``), ``weights.pt``, ``model.pt2``."""
+        return self.run_dir / "best"
+
+    def __repr__(self) -> str:
+        return (f"SearchResult({str(self.run_dir)!r}: best #{self.best['id']} "
+                f"params {self.best['params']}, pareto {len(self.pareto)})")
 
 
 @dataclass
@@ -107,30 +157,76 @@ class _Member:
     gm: Any
     blocks: list
     cost: float | None = None
-    val_accuracy: float | None = None
+    accs: list[float] = field(default_factory=list)  # validation accuracy per rung, 0 first
+    weights: list[str] = field(default_factory=list)  # the trained state per rung (relative)
+    stuck: bool = False  # a promotion failed: never promoted again
+    seconds: float = 0.0  # worker time over all rungs
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.accs[0] if self.accs else None
+
+
+def _work(recipe: dict[str, Any]) -> float:
+    """Training samples a recipe processes (to compare schedules, e.g. final against proxy)."""
+    if recipe.get("steps"):
+        return float(recipe["steps"]) * recipe.get("batch_size", 256)
+    return float(recipe.get("epochs", 10.0)) * (recipe.get("subset") or 60_000)
+
+
+def _scaled(recipe: dict[str, Any], factor: float) -> dict[str, Any]:
+    """``recipe`` with ``factor`` times its training budget."""
+    if recipe.get("steps"):
+        return {**recipe, "steps": max(1, round(recipe["steps"] * factor))}
+    return {**recipe, "epochs": float(recipe.get("epochs", 10.0)) * factor}
 
 
 class _Search:
     def __init__(self, traced: TracedModel, journal: Journal, settings: SearchSettings,
                  run_dir: Path, on_event: Callable[[str, dict], None] | None) -> None:
         self.traced, self.journal, self.s, self.run_dir = traced, journal, settings, run_dir
-        self.say = on_event or (lambda kind, info: None)
+        self.say_to = on_event or (lambda kind, info: None)
         self.members: dict[int, _Member] = {}
         self.seed_id: int | None = None
-        self.retries: dict[int, int] = {}
+        self.retries: dict[tuple[int, int], int] = {}
+        self.inflight: set[tuple[int, int]] = set()
+        self.session = journal.begin_session()
+        self.elapsed_before = journal.elapsed_seconds()
+        self.began = time.monotonic()
+        self.overhead_s = 0.0  # driver seconds for children outside training (this session)
+        self.overhead_children = 0
+        self.child_seconds: list[float] = []  # worker seconds per rung-0 training
+        self.synthesis_failures = 0
+        self.executor: Any = None
+
+    def say(self, kind: str, info: dict) -> None:
+        self.say_to(kind, {**info, "progress": self.progress()})
 
     # ---- individuals ------------------------------------------------------------------------
     def folder(self, ident: int) -> Path:
         return self.run_dir / "candidates" / f"{ident:06d}"
 
+    def _rel(self, name: str, ident: int) -> str:
+        return f"candidates/{ident:06d}/{name}"
+
     def _task(self, ident: int, test: bool = False, recipe: dict | None = None,
-              save_to: Path | None = None, weights: Path | None = None) -> CandidateTask:
+              save_to: Path | None = None, weights: Path | None = None,
+              rung: int = 0) -> CandidateTask:
         folder = self.folder(ident)
         return CandidateTask(
             ident, (folder / "model.py").read_text(), str(weights or folder / "weights.pt"),
-            self.s.target, recipe or self.s.proxy, seed=self.s.seed + ident,
+            self.s.target, recipe or self.s.proxy, seed=self.s.seed + ident + 7919 * rung,
             device=self.s.device, data_dir=self.s.data_dir, test=test,
-            latency=self.s.objective == "latency", save_to=str(save_to or folder / "trained.pt"))
+            latency=self.s.objective == "latency" and rung == 0,
+            save_to=str(save_to or folder / "trained.pt"), rung=rung)
+
+    def _promotion_task(self, ident: int, rung: int) -> CandidateTask:
+        """Continue ``ident``'s training from rung ``rung - 1`` to ``eta ** rung`` proxies."""
+        member, eta = self.members[ident], self.s.eta
+        recipe = _scaled(self.s.proxy, eta ** rung - eta ** (rung - 1))
+        return self._task(ident, recipe=recipe, weights=self.run_dir / member.weights[-1],
+                          save_to=self.run_dir / self._rel(f"trained-r{rung}.pt", ident),
+                          rung=rung)
 
     def _write(self, ident: int, gm: Any) -> None:
         folder = self.folder(ident)
@@ -142,17 +238,15 @@ class _Search:
     def add_seed(self) -> int:
         gm = self.traced.gm
         ident = self.journal.add(None, None, self.s.seed, model_fingerprint(gm),
-                                 self._rel("model.py", 1), self._rel("trained.pt", 1))
+                                 self._rel("model.py", 1), self._rel("weights.pt", 1))
         self._write(ident, gm)
         self.members[ident] = _Member(ident, gm, self.traced.blocks)
         self.seed_id = ident
         return ident
 
-    def _rel(self, name: str, ident: int) -> str:
-        return f"candidates/{ident:06d}/{name}"
-
     def spawn(self) -> int | None:
         """A new child of a chosen parent, written and journalled; None if mutation failed."""
+        began = time.monotonic()
         ident = len(self.journal.individuals()) + 1
         rng = random.Random(f"alphac-select-{self.s.seed}-{ident}")
         parent = self.members[self._choose_parent(rng)]
@@ -163,95 +257,269 @@ class _Search:
         except SynthesisFailed as exc:
             failed = self.journal.add(parent.id, {"failed": exc.reason}, seed, "")
             self.journal.fail(failed, f"synthesis: {exc.reason}")
-            self.say("failed", {"id": failed, "reason": exc.reason})
+            self.synthesis_failures += 1
+            self.overhead_s += time.monotonic() - began
+            self.say("failed", {"id": failed, "reason": f"synthesis: {exc.reason}"})
             return None
         self.inherit(child.gm, parent.id)
         made = self.journal.add(parent.id, child.record.as_dict(), seed,
                                 child.record.fingerprint_child, self._rel("model.py", ident),
-                                self._rel("trained.pt", ident))
+                                self._rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
         self._write(ident, child.gm)
         self.members[ident] = _Member(ident, child.gm, find_blocks(child.gm, None))
+        self.overhead_s += time.monotonic() - began
         return ident
 
     def inherit(self, gm: Any, parent: int) -> None:
-        """``gm`` takes its parent's trained weights where names and shapes match."""
-        trained = self.folder(parent) / "trained.pt"
-        if trained.is_file():
+        """``gm`` takes its parent's best-trained weights where names and shapes match."""
+        member = self.members[parent]
+        trained = self.run_dir / member.weights[-1] if member.weights else None
+        if trained is not None and trained.is_file():
             inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True))
 
+    def score(self, member: _Member) -> float | None:
+        """Validation accuracy on the rung-0 scale: the member's accuracy at its highest rung
+        that the seed also reached, shifted by the seed's gain from rung 0 to that rung."""
+        seed = self.members[self.seed_id]
+        if not member.accs or not seed.accs:
+            return None
+        rung = min(len(member.accs), len(seed.accs)) - 1
+        return member.accs[rung] - seed.accs[rung] + seed.accs[0]
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(m.id, self.score(m), m.cost, m.id) for m in self.members.values()
+                if m.accs and m.cost is not None]
+
     def _choose_parent(self, rng: random.Random) -> int:
-        done = [Candidate(m.id, m.val_accuracy, m.cost, m.id) for m in self.members.values()
-                if m.val_accuracy is not None]
+        done = self.candidates()
         seed = next((c for c in done if c.id == self.seed_id), None)
         if seed is None:
             return self.seed_id
         if self.s.strategy == "random-search":
+            # random chains of mutations from the seed: any finished individual, unselected
             return rng.choice(done).id
         return select_parent(done, seed, rng, population=self.s.population).id
 
+    # ---- successive halving -----------------------------------------------------------------
+    def next_promotion(self) -> tuple[int, int] | None:
+        """The next (id, rung) to train longer, highest rung first; the seed before others."""
+        if self.s.rungs < 1:
+            return None
+        seed = self.members[self.seed_id]
+        for rung in range(self.s.rungs, 0, -1):
+            ranked = sorted((m for m in self.members.values()
+                             if len(m.accs) >= rung and m.cost is not None),
+                            key=lambda m: (-m.accs[rung - 1], m.id))
+            top = ranked[:len(ranked) // self.s.eta]
+            due = [m for m in top if len(m.accs) == rung and not m.stuck
+                   and (m.id, rung) not in self.inflight]
+            if not due:
+                continue
+            if len(seed.accs) == rung and not seed.stuck:  # the reference goes first
+                return None if (seed.id, rung) in self.inflight else (seed.id, rung)
+            return due[0].id, rung
+        return None
+
     # ---- results ----------------------------------------------------------------------------
-    def record(self, result: CandidateResult, executor: Any) -> None:
-        if result.status == LOST and self.retries.get(result.id, 0) < 1:
-            self.retries[result.id] = self.retries.get(result.id, 0) + 1
-            self.say("retry", {"id": result.id, "reason": result.reason})
-            if self.journal.requeue(result.id):
-                self.journal.start(result.id, "local")
-                executor.submit(self._task(result.id))
+    def submit(self, ident: int, rung: int = 0) -> None:
+        if rung == 0:
+            self.journal.start(ident, "local")
+            task = self._task(ident)
+        else:
+            task = self._promotion_task(ident, rung)
+        self.inflight.add((ident, rung))
+        self.executor.submit(task)
+        self.say("start", {"id": ident, "rung": rung})
+
+    def record(self, result: CandidateResult) -> None:
+        began = time.monotonic()
+        key = (result.id, result.rung)
+        self.inflight.discard(key)
+        if result.status == LOST and self.retries.get(key, 0) < 1:
+            self.retries[key] = self.retries.get(key, 0) + 1
+            self.say("retry", {"id": result.id, "rung": result.rung, "reason": result.reason})
+            if result.rung > 0:
+                self.submit(result.id, result.rung)
+            elif self.journal.requeue(result.id):
+                self.submit(result.id)
             else:  # the journal failed it: its worker died twice
                 self.say("failed", {"id": result.id, "reason": "worker died twice"})
+            return
+        if result.rung > 0:
+            self._record_promotion(result)
             return
         member = self.members[result.id]
         if result.status != "done":
             self.journal.fail(result.id, result.reason or result.status)
+            if result.id == self.seed_id:
+                raise TrainingError(
+                    f"the seed model could not be trained with the proxy recipe: "
+                    f"{result.reason or result.status}",
+                    hint="check that the model trains with `alphac train MODEL --target "
+                         f"{self.s.target} --steps 20`, or lower --lr")
             self.say("failed", {"id": result.id, "reason": result.reason})
             return
-        member.val_accuracy = result.val_accuracy
         cost = model_cost(member.gm, self.traced.example_inputs)
+        member.accs = [result.val_accuracy]
+        member.weights = [self._rel("trained.pt", result.id)]
+        member.seconds += result.seconds
         member.cost = (result.latency_ms if self.s.objective == "latency"
                        else float(cost.params if self.s.objective == "params"
                                   else cost.flops_per_sample))
         self.journal.finish(result.id, params=cost.params, flops=cost.flops_per_sample,
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
-                            train_seconds=result.train_seconds or 0.0)
+                            train_seconds=result.train_seconds or 0.0,
+                            extra={"worker_seconds": result.seconds})
+        if result.id != self.seed_id:
+            self.child_seconds.append(result.seconds)
+            self.overhead_children += 1
+            self.overhead_s += time.monotonic() - began
         self.say("done", {"id": result.id, "val_accuracy": result.val_accuracy,
                           "params": cost.params, "flops": cost.flops_per_sample,
-                          "finished": self.trained_count(), "total": self.s.candidates,
-                          "seconds": result.seconds})
+                          "latency_ms": result.latency_ms, "seconds": result.seconds,
+                          "seed": result.id == self.seed_id})
+
+    def _record_promotion(self, result: CandidateResult) -> None:
+        member = self.members[result.id]
+        if result.status == "done":
+            rel = self._rel(f"trained-r{result.rung}.pt", result.id)
+            self.journal.promote(result.id, result.rung, val_accuracy=result.val_accuracy,
+                                 train_seconds=result.train_seconds or 0.0, weights_path=rel)
+            member.accs.append(result.val_accuracy)
+            member.weights.append(rel)
+            member.seconds += result.seconds
+            self.say("promoted", {"id": result.id, "rung": result.rung,
+                                  "val_accuracy": result.val_accuracy,
+                                  "seconds": result.seconds})
+        else:
+            self.journal.promote(result.id, result.rung, val_accuracy=None,
+                                 train_seconds=result.train_seconds or 0.0,
+                                 reason=result.reason or result.status)
+            member.stuck = True
+            self.say("failed", {"id": result.id, "rung": result.rung, "reason": result.reason})
+
+    # ---- time -------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.began
+
+    def _mean_child_seconds(self) -> float:
+        done = self.child_seconds or [m.seconds for m in self.members.values() if m.accs]
+        return sum(done) / len(done) if done else 0.0
+
+    def final_estimate(self) -> float:
+        """Seconds the final retraining of the current front and the seed will take."""
+        seed = self.members.get(self.seed_id)
+        if seed is None or not seed.accs:
+            return 0.0
+        per_proxy = seed.seconds / sum(self.s.eta ** r - (self.s.eta ** (r - 1) if r else 0)
+                                       for r in range(len(seed.accs)))
+        front = {c.id for c in pareto_front(self.candidates())} | {self.seed_id}
+        return len(front) * per_proxy * _work(self.s.final) / max(_work(self.s.proxy), 1.0)
+
+    def budget_allows(self, seconds: float) -> bool:
+        """Whether work of ``seconds`` still fits the budget with the final retraining."""
+        if self.s.budget_s is None:
+            return True
+        return self.elapsed() + seconds + self.final_estimate() <= self.s.budget_s
+
+    def progress(self) -> dict[str, Any]:
+        """A snapshot for the live view: counts, the best so far, the front, an ETA."""
+        counts = self.journal.counts()
+        running = len(self.inflight)
+        cands = self.candidates()
+        seed = next((c for c in cands if c.id == self.seed_id), None)
+        best = (best_within(cands, seed, self.s.max_accuracy_drop / 100) if seed is not None
+                else None)
+        mean = self._mean_child_seconds()
+        workers = max(1, getattr(self.executor, "workers", 1) or 1)
+        eta_s = None
+        if mean:
+            left = ((self.s.candidates - self.trained_count()) if self.s.candidates is not None
+                    else float("inf"))
+            eta_s = max(0.0, left) * mean / workers + self.final_estimate()
+            if self.s.budget_s is not None:
+                eta_s = min(eta_s, max(0.0, self.s.budget_s - self.elapsed()))
+        return {"trained": self.trained_count(), "total": self.s.candidates,
+                "running": running, "failed": counts.get("failed", 0),
+                "synthesis_failed": self.synthesis_failures,
+                "promotions": sum(len(m.accs) - 1 for m in self.members.values() if m.accs),
+                "pareto": len(pareto_front(cands)), "elapsed_s": self.elapsed(),
+                "budget_s": self.s.budget_s, "eta_s": eta_s, "objective": self.s.objective,
+                "seed": None if seed is None else {"val_accuracy": seed.val_accuracy,
+                                                   "cost": seed.cost},
+                "best": None if best is None else {"id": best.id,
+                                                   "val_accuracy": best.val_accuracy,
+                                                   "cost": best.cost}}
 
     # ---- the loop ---------------------------------------------------------------------------
     def trained_count(self) -> int:
-        counts = self.journal.counts()
-        return counts.get("done", 0) + sum(1 for i in self.journal.individuals("failed")
-                                           if not (i.reason or "").startswith("synthesis:"))
+        """Children trained (done, or failed in training): the seed and synthesis not counted."""
+        return sum(1 for i in self.journal.individuals()
+                   if i.parent is not None and (i.status == "done" or (
+                       i.status == "failed" and not (i.reason or "").startswith("synthesis:"))))
+
+    def _room(self, running_children: int) -> bool:
+        if self.s.candidates is None:
+            return True
+        return self.trained_count() + running_children < self.s.candidates
 
     def run(self, executor: Any, queued: list[int]) -> None:
+        self.executor = executor
         for ident in queued:
-            self.journal.start(ident, "local")
-            executor.submit(self._task(ident))
-        attempts = 0
+            self.submit(ident)
+        attempts, spawning = 0, True
+        limit = 4 * (self.s.candidates or 10_000) + 8
         while True:
-            free = executor.workers - executor.running
-            room = self.s.candidates - self.trained_count() - executor.running
-            seeded = any(m.val_accuracy is not None for m in self.members.values())
-            if free > 0 and room > 0 and (seeded or executor.running == 0) and attempts < \
-                    4 * self.s.candidates:
-                ident = self.spawn() if seeded else None
-                attempts += 1
-                if ident is not None:
-                    self.journal.start(ident, "local")
-                    executor.submit(self._task(ident))
-                continue
+            self.journal.heartbeat(self.session)
+            if executor.workers - executor.running > 0:
+                job = self.next_promotion()
+                mean = self._mean_child_seconds()
+                if job is not None and self.budget_allows(
+                        mean * (self.s.eta ** job[1] - self.s.eta ** (job[1] - 1))):
+                    self.submit(*job)
+                    continue
+                seeded = bool(self.members[self.seed_id].accs)
+                children = sum(1 for ident, rung in self.inflight if rung == 0
+                               and ident != self.seed_id)
+                spawning = spawning and attempts < limit and self.budget_allows(mean)
+                if seeded and spawning and self._room(children):
+                    attempts += 1
+                    ident = self.spawn()
+                    if ident is not None:
+                        self.submit(ident)
+                    continue
             if executor.running == 0:
                 return
             for result in executor.results(timeout=5.0):
-                self.record(result, executor)
+                self.record(result)
 
 
-def _identity(traced: TracedModel, spec: str, target: str) -> dict[str, Any]:
-    identity = {"source": spec, "target": target, "input_shape": list(traced.input_shape)}
-    path = Path(spec)
-    if not spec.startswith("zoo:") and path.is_file():
+def parse_duration(text: str) -> float:
+    """``"30m"`` -> 1800.0; also ``90s``, ``2h``, ``1h30m``, ``45`` (seconds), ``1.5h``."""
+    import re
+
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
+                         cleaned)
+    if not cleaned or parts is None or not any(parts.groups()):
+        raise UserError(f"--budget {text!r} is not a duration",
+                        hint="write it like 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise UserError(f"--budget {text!r} must be longer than zero", hint="e.g. --budget 30m")
+    return total
+
+
+def _identity(traced: TracedModel, model: Any, target: str) -> dict[str, Any]:
+    identity = {"source": model, "target": target, "input_shape": list(traced.input_shape)}
+    if isinstance(model, nn.Module):  # a module object: identified by its class and structure
+        identity["source"] = f"python:{type(model).__module__}.{type(model).__qualname__}"
+        identity["sha256"] = model_fingerprint(traced.gm)
+        return identity
+    path = Path(model)
+    if not model.startswith("zoo:") and path.is_file():
         identity["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return identity
 
@@ -269,7 +537,10 @@ def _executor(settings: SearchSettings) -> Any:
 
 
 def _replay(search: _Search) -> list[int]:
-    """Rebuild the individuals from the journal by replaying their mutations; the queued ones."""
+    """Rebuild the individuals from the journal by replaying their mutations; the queued ones.
+
+    Nothing from the run directory is executed: children are rebuilt from the seed model by their
+    recorded (deterministic) mutations and must reproduce their recorded fingerprints."""
     queued = []
     search.journal.requeue_running()
     for ind in search.journal.individuals():
@@ -287,9 +558,20 @@ def _replay(search: _Search) -> list[int]:
             search.members[ind.id] = _Member(ind.id, child.gm, find_blocks(child.gm, None))
         member = search.members.get(ind.id)
         if member is not None and ind.status == "done":
-            member.val_accuracy = ind.val_accuracy
+            member.accs = [ind.val_accuracy]
+            member.weights = [search._rel("trained.pt", ind.id)]
+            member.seconds = float(ind.extra.get("worker_seconds", ind.train_seconds or 0.0))
+            for rung in ind.extra.get("rungs", []):
+                if rung.get("val_accuracy") is None:
+                    member.stuck = True
+                    break
+                member.accs.append(rung["val_accuracy"])
+                member.weights.append(rung["weights"])
+                member.seconds += float(rung.get("train_seconds") or 0.0)
             member.cost = (ind.latency_ms if search.s.objective == "latency" else
                            float(ind.params if search.s.objective == "params" else ind.flops))
+            if ind.parent is not None:
+                search.child_seconds.append(member.seconds / len(member.accs))
         if ind.status == "queued":
             if not (search.folder(ind.id) / "weights.pt").is_file():  # killed before writing
                 if ind.parent is not None:
@@ -299,23 +581,48 @@ def _replay(search: _Search) -> list[int]:
     return queued
 
 
-def optimize(model: str, *, out: str | Path, settings: SearchSettings | None = None,
+def _trace_module(module: nn.Module, spec: Any, seed: int) -> TracedModel:
+    """A user's module object, traced at the target's example shape (what ``load`` does)."""
+    from alphac.frontends.trace import trace
+    from alphac.ir import annotate_shapes
+
+    shape = spec.example_shape()
+    example = (torch.randn(shape, generator=torch.Generator().manual_seed(seed)),)
+    gm, frontend = trace(module, example)
+    annotate_shapes(gm, example)
+    blocks = find_blocks(gm, module if frontend == "fx" else None)
+    return TracedModel(f"python:{type(module).__qualname__}", module, gm, frontend, example,
+                       blocks)
+
+
+def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSettings | None = None,
              resume: bool = False, on_event: Callable[[str, dict], None] | None = None
              ) -> SearchResult:
-    """Search for cheaper models as accurate as ``model`` (a model file or ``zoo:NAME``).
+    """Search for cheaper models as accurate as ``model`` (a model file, ``zoo:NAME`` or an
+    ``nn.Module``).
 
     Pre: the target's data is available. Post: ``out`` holds the journal, every candidate, the
     retrained Pareto front, ``best/``, ``report.json`` and ``history.csv``. With ``resume`` the
-    run in ``out`` continues where it stopped (its own settings, the count given now)."""
+    run in ``out`` continues where it stopped (its own settings; ``candidates`` and ``budget_s``
+    as given now). ``on_event(kind, info)`` sees every event (start, done, failed, retry,
+    promoted, final_start, final), each with ``info["progress"]``."""
     settings = settings or SearchSettings()
     run_dir = Path(out)
     spec = get_target(settings.target)
-    traced = load(model, spec.example_shape(), num_classes=spec.num_classes, seed=settings.seed)
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if isinstance(model, nn.Module):
+        traced = _trace_module(model, spec, settings.seed)
+    else:
+        traced = load(model, spec.example_shape(), num_classes=spec.num_classes,
+                      seed=settings.seed)
     identity = _identity(traced, model, settings.target)
     if resume:
         journal = Journal.open(run_dir, expect_identity=identity)
-        stored = SearchSettings(**{**journal.settings, "candidates": settings.candidates})
-        settings = stored
+        known = {f.name for f in fields(SearchSettings)}
+        stored = {k: v for k, v in journal.settings.items() if k in known}
+        settings = SearchSettings(**{**stored, "candidates": settings.candidates,
+                                     "budget_s": settings.budget_s})
     else:
         journal = Journal.create(run_dir, asdict(settings), identity)
     with journal:
@@ -323,7 +630,9 @@ def optimize(model: str, *, out: str | Path, settings: SearchSettings | None = N
         queued = _replay(search) if resume else [search.add_seed()]
         with _executor(settings) as executor:
             search.run(executor, queued)
-        report = _finish(search)
+        search_seconds = search.elapsed()
+        report = _finish(search, search_seconds)
+        journal.heartbeat(search.session)
         journal.write_history_csv(run_dir / "history.csv")
     return SearchResult(run_dir, report)
 
@@ -338,16 +647,16 @@ def _kendall_tau(a: list[float], b: list[float]) -> float | None:
     return score / len(pairs)
 
 
-def _finish(search: _Search) -> dict[str, Any]:
+def _finish(search: _Search, search_seconds: float) -> dict[str, Any]:
     """Retrain the front and the seed with the final recipe, test once, write the outputs."""
     from alphac.runtime.recipe import Recipe
     from alphac.runtime.train import load_task_data
     from alphac.search.candidate import evaluate_candidate
 
     s, run_dir = search.s, search.run_dir
-    done = [Candidate(m.id, m.val_accuracy, m.cost, m.id) for m in search.members.values()
-            if m.val_accuracy is not None]
-    front = {c.id for c in pareto_front(done)} | {search.seed_id}
+    front = {c.id for c in pareto_front(search.candidates())} | {search.seed_id}
+    search.say("final_start", {"models": len(front), "estimate_s": search.final_estimate()})
+    began = time.monotonic()
     data = load_task_data(s.target, Recipe(**s.final), seed=s.seed, data_dir=s.data_dir,
                           device=s.device)
     rows = []
@@ -357,19 +666,39 @@ def _finish(search: _Search) -> dict[str, Any]:
         shutil.copyfile(search.folder(ident) / "model.py", folder / "model.py")
         # the final retraining starts from the code's fresh initialisation, not inherited weights
         task = replace(search._task(ident, test=True, recipe=s.final,
-                                    save_to=folder / "weights.pt"), weights=None)
+                                    save_to=folder / "weights.pt"), weights=None,
+                       latency=s.objective == "latency")
         result = evaluate_candidate(task, data)
         pt2 = _export_pt2(folder, search.traced.example_inputs) if result.status == "done" \
             else "not trained"
-        ind = search.journal.get(ident)
+        ind, member = search.journal.get(ident), search.members[ident]
         rows.append({"id": ident, "parent": ind.parent, "params": ind.params,
-                     "flops": ind.flops, "latency_ms": ind.latency_ms,
-                     "proxy_val_accuracy": ind.val_accuracy, "status": result.status,
+                     "flops": ind.flops,
+                     "latency_ms": result.latency_ms if result.latency_ms is not None
+                     else ind.latency_ms,
+                     "proxy_val_accuracy": ind.val_accuracy, "rung": len(member.accs) - 1,
+                     "rung_val_accuracy": member.accs[-1], "status": result.status,
                      "reason": result.reason, "val_accuracy": result.val_accuracy,
                      "test_accuracy": result.test_accuracy, "path": str(folder),
                      "pt2": None if pt2 else str(folder / "model.pt2"), "pt2_error": pt2})
         search.say("final", rows[-1])
-    return _report(search, rows)
+    timing = _timing(search, search_seconds, time.monotonic() - began)
+    return _report(search, rows, timing)
+
+
+def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dict[str, Any]:
+    """Where the time went; the overhead is the driver's time per child outside training
+    (selection, mutation and synthesis, inheritance, code and weights files, journal), during
+    which the worker that will train the child waits."""
+    per_child = (search.overhead_s / search.overhead_children if search.overhead_children
+                 else None)
+    median = statistics.median(search.child_seconds) if search.child_seconds else None
+    return {"search_seconds": search_seconds, "final_seconds": final_seconds,
+            "candidate_seconds_median": median,
+            "overhead_seconds_per_candidate": per_child,
+            "overhead_fraction": (per_child / (per_child + median)
+                                  if per_child is not None and median else None),
+            "overhead_measured_over": search.overhead_children}
 
 
 def _export_pt2(folder: Path, example_inputs: tuple) -> str | None:
@@ -392,7 +721,8 @@ def _export_pt2(folder: Path, example_inputs: tuple) -> str | None:
     return None
 
 
-def _report(search: _Search, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _report(search: _Search, rows: list[dict[str, Any]], timing: dict[str, Any]
+            ) -> dict[str, Any]:
     s, run_dir = search.s, search.run_dir
     ok = [r for r in rows if r["status"] == "done"]
     seed_row = next(r for r in rows if r["id"] == search.seed_id)
@@ -408,10 +738,17 @@ def _report(search: _Search, rows: list[dict[str, Any]]) -> dict[str, Any]:
         if source.is_file():
             shutil.copyfile(source, run_dir / "best" / name)
     pareto = [r for r in ok if r["id"] in {c.id for c in pareto_front(cands)}]
+    schedules = {"proxy": s.proxy, "final": s.final,
+                 "successive_halving": {"rungs": s.rungs, "eta": s.eta,
+                                        "rung_budgets_in_proxies": [s.eta ** r for r in
+                                                                    range(s.rungs + 1)]}}
     report = {"seed_model": seed_row, "pareto": pareto, "best": best,
-              "settings": asdict(s), "counts": search.journal.counts(),
+              "settings": asdict(s), "schedules": schedules, "counts": search.journal.counts(),
               "proxy_fidelity_kendall_tau": _kendall_tau(
-                  [r["proxy_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok])}
+                  [r["proxy_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),
+              "rung_fidelity_kendall_tau": _kendall_tau(
+                  [r["rung_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),
+              "fidelity_over": len(ok), "timing": timing}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(run_dir)
     return report

@@ -135,9 +135,10 @@ class LocalExecutor:
                 yield future.result()
             except BrokenProcessPool:
                 broken = True
-                yield CandidateResult(task.id, LOST, "the worker process died")
+                yield CandidateResult(task.id, LOST, "the worker process died", rung=task.rung)
             except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-                yield CandidateResult(task.id, "failed", f"{type(exc).__name__}: {exc}")
+                yield CandidateResult(task.id, "failed", f"{type(exc).__name__}: {exc}",
+                                      rung=task.rung)
         if broken:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()

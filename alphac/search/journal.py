@@ -13,6 +13,11 @@ costs milliseconds, so the stronger guarantee is cheap against the search's 2% o
 ``finish`` also fsyncs the candidate's code and weights files (and their folders) before it commits
 ``done``, so a ``done`` row never points at a file that a power loss could take away.
 
+Successive halving and budgets. :meth:`Journal.promote` records a ``done`` individual's longer
+training at a higher rung (in its ``extra``, with the weights file's sha256). ``sessions`` holds the
+wall time of each search session (a run, then each resume) up to its last :meth:`heartbeat`, so a
+``--budget`` counts the whole run across resumes (:meth:`elapsed_seconds`).
+
 Concurrency. One writer: a writer takes an exclusive ``flock`` on ``RUN_DIR/journal.lock`` (the
 kernel drops it when the process dies, even by SIGKILL), so a second ``--resume`` of a live run is
 refused instead of interleaving. Readers (``alphac report``) open with ``readonly=True`` at any time;
@@ -66,7 +71,7 @@ except ImportError:  # pragma: no cover - not POSIX: the single-writer lock is s
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "journal.lock"
 #: Stored in ``PRAGMA user_version``; a journal with a larger one was written by a newer alphac.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of an alphac journal ("alph"), so another SQLite file is not mistaken.
 APPLICATION_ID = 0x616C7068
 STATUSES = ("queued", "running", "done", "failed")
@@ -75,7 +80,8 @@ BUSY_TIMEOUT_S = 30.0
 IDENTITY_KEYS = ("source", "sha256", "target", "input_shape")
 HISTORY_COLUMNS = (
     "id", "parent", "generation", "mutation_kind", "mutation_block", "seed", "fingerprint",
-    "params", "flops", "latency_ms", "val_accuracy", "test_accuracy", "train_seconds",
+    "params", "flops", "latency_ms", "val_accuracy", "rung", "rung_val_accuracy",
+    "test_accuracy", "train_seconds",
     "attempts", "worker", "queued_at", "started_at", "finished_at", "code_path", "weights_path",
 )
 
@@ -115,6 +121,20 @@ CREATE TABLE individuals (
     extra TEXT NOT NULL
 );
 CREATE INDEX individuals_by_status ON individuals(status);
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+"""
+#: Schema 2 added ``sessions`` (the search's wall time across resumes, for ``--budget``); a
+#: schema-1 journal gains it when a writer opens it.
+_MIGRATE_1_TO_2 = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
 """
 
 
@@ -457,6 +477,62 @@ class Journal:
             return [ident for ident, attempts in rows
                     if self._release(conn, ident, attempts, max_attempts)]
 
+    def promote(self, ident: int, rung: int, *, val_accuracy: float | None,
+                train_seconds: float, weights_path: str | None = None,
+                reason: str | None = None) -> None:
+        """Record a ``done`` individual's longer training (successive halving, rung ``rung``).
+
+        Pre: status ``done``; ``rung`` is one more than its last recorded rung (0 is the proxy
+        recorded by :meth:`finish`); ``weights_path`` (relative, inside the run directory) holds
+        the state after this rung when ``val_accuracy`` is given; ``reason`` says why the rung
+        failed when it is None. Post: ``extra["rungs"]`` gains ``{rung, val_accuracy,
+        train_seconds, weights, weights_sha256, reason}``; the row's own ``val_accuracy`` stays
+        the proxy's (rung 0)."""
+        _require_int(rung, "rung", minimum=1)
+        _require_finite(train_seconds, "train_seconds")
+        entry: dict[str, Any] = {"rung": rung, "val_accuracy": val_accuracy,
+                                 "train_seconds": train_seconds, "reason": reason}
+        before = self.get(ident)
+        if before.status != "done":  # before hashing files that may not exist
+            raise _state_error(ident, before.status, "promote", ("done",))
+        _require_next_rung(ident, before.extra, rung)
+        if val_accuracy is not None:
+            _require_fraction(val_accuracy, "val_accuracy")
+            if weights_path is None:
+                raise ValueError("a finished rung needs its weights_path")
+            rel = _relative_path(weights_path)
+            entry |= {"weights": rel, "weights_sha256": self._sync_and_digest(ident, "weights",
+                                                                              rel)}
+        with self._write() as conn:
+            self._require_status(conn, ident, ("done",), "promote")
+            extra = json.loads(conn.execute("SELECT extra FROM individuals WHERE id = ?",
+                                            (ident,)).fetchone()[0])
+            _require_next_rung(ident, extra, rung)
+            extra["rungs"] = [*extra.get("rungs", []), entry]
+            self._set(conn, ident, extra=_dumps_object(extra, "extra"))
+
+    def begin_session(self) -> int:
+        """A search session starts (a run or a resume); its id, for :meth:`heartbeat`."""
+        now = time.time()
+        with self._write() as conn:
+            return conn.execute("INSERT INTO sessions (started_at, last_seen) VALUES (?, ?)",
+                                (now, now)).lastrowid
+
+    def heartbeat(self, session: int) -> None:
+        """The session is alive now: its time counts towards :meth:`elapsed_seconds`."""
+        with self._write() as conn:
+            conn.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (time.time(), session))
+
+    def elapsed_seconds(self) -> float:
+        """The search's wall time over all its sessions, each up to its last heartbeat."""
+        with self._mutex:
+            try:
+                row = self._conn.execute(
+                    "SELECT COALESCE(SUM(last_seen - started_at), 0) FROM sessions").fetchone()
+            except sqlite3.OperationalError:  # a schema-1 journal opened read-only
+                return 0.0
+        return float(row[0])
+
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, ident: int) -> Individual:
@@ -490,9 +566,13 @@ class Journal:
         rows = []
         for ind in done:
             mutation = ind.mutation or {}
+            rungs = [r for r in ind.extra.get("rungs", []) if r.get("val_accuracy") is not None]
             values = {**{name: getattr(ind, name, None) for name in HISTORY_COLUMNS},
                       "mutation_kind": mutation.get("kind"),
-                      "mutation_block": mutation.get("block")}
+                      "mutation_block": mutation.get("block"),
+                      "rung": rungs[-1]["rung"] if rungs else 0,
+                      "rung_val_accuracy": rungs[-1]["val_accuracy"] if rungs
+                      else ind.val_accuracy}
             rows.append({name: values[name] for name in HISTORY_COLUMNS})
         return rows
 
@@ -599,8 +679,11 @@ class Journal:
         problems = [f"individual {ind.id} is done but has no {name}"
                     for name in ("params", "flops", "val_accuracy", "train_seconds")
                     if getattr(ind, name) is None]
-        for kind, rel, recorded in (("code", ind.code_path, ind.code_sha256),
-                                    ("weights", ind.weights_path, ind.weights_sha256)):
+        files = [("code", ind.code_path, ind.code_sha256),
+                 ("weights", ind.weights_path, ind.weights_sha256)]
+        files += [(f"rung-{r['rung']} weights", r["weights"], r.get("weights_sha256"))
+                  for r in ind.extra.get("rungs", []) if r.get("weights")]
+        for kind, rel, recorded in files:
             what = f"individual {ind.id}'s {kind} file {rel}"
             try:
                 path = self.run_dir / _relative_path(rel)
@@ -644,6 +727,14 @@ def identity_differences(stored: Mapping[str, Any], expected: Mapping[str, Any])
             lines.append(f"{key}: the run has {stored.get(key)!r}, this command gives "
                          f"{expected[key]!r}")
     return lines
+
+
+def _require_next_rung(ident: int, extra: Mapping[str, Any], rung: int) -> None:
+    rungs = extra.get("rungs", [])
+    last = rungs[-1]["rung"] if rungs else 0
+    if rung != last + 1:
+        raise JournalStateError(f"cannot promote individual {ident} to rung {rung}: its last "
+                                f"rung is {last}")
 
 
 def _state_error(ident: int, status: str, verb: str, allowed: tuple[str, ...]) -> JournalStateError:
@@ -782,6 +873,9 @@ def _configure_writer(conn: sqlite3.Connection, path: Path) -> None:
     if mode.lower() != "wal":
         raise JournalError(f"cannot put the journal {path} in WAL mode (got {mode})",
                            hint="keep run directories on a local filesystem")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_1_TO_2} "
+                           f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
 
 
 def _individual(row: sqlite3.Row, path: Path) -> Individual:

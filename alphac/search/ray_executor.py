@@ -203,7 +203,7 @@ class RayExecutor:
             return self._ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - every failure is a result, never a crash
             return CandidateResult(task.id, LOST if _is_lost(self._ray, exc) else "failed",
-                                   _reason(exc))
+                                   _reason(exc), rung=task.rung)
 
     def close(self) -> None:
         """Cancel what is still running; stop Ray if this executor started it."""

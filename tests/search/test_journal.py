@@ -411,3 +411,63 @@ def test_sigkill_at_random_moments_loses_no_finished_candidate(tmp_path):
     assert requeued_total >= 3, "kills should land while a candidate was running"
     with Journal.open(run_dir, readonly=True) as journal:
         assert len(journal.individuals("failed")) == failed_twice
+
+
+# -- successive halving, sessions, schema 1 -------------------------------------------------
+
+
+def test_promote_records_rungs_in_order_with_their_weights(journal):
+    a = journal.add(None, None, 0, "fp0")
+    with pytest.raises(JournalStateError, match="needs done"):
+        journal.promote(a, 1, val_accuracy=0.6, train_seconds=1.0, weights_path="x.pt")
+    run_to_done(journal, a, accuracy=0.5)
+    rung1 = journal.run_dir / "candidates/000001/trained-r1.pt"
+    rung1.write_bytes(b"rung one")
+    with pytest.raises(JournalStateError, match="last rung is 0"):
+        journal.promote(a, 2, val_accuracy=0.6, train_seconds=1.0, weights_path="x.pt")
+    with pytest.raises(FileNotFoundError):
+        journal.promote(a, 1, val_accuracy=0.6, train_seconds=1.0, weights_path="missing.pt")
+    journal.promote(a, 1, val_accuracy=0.7, train_seconds=2.0,
+                    weights_path="candidates/000001/trained-r1.pt")
+    journal.promote(a, 2, val_accuracy=None, train_seconds=0.5, reason="diverged")
+    ind = journal.get(a)
+    assert ind.val_accuracy == 0.5  # the row keeps the proxy's accuracy
+    assert [(r["rung"], r["val_accuracy"], r["reason"]) for r in ind.extra["rungs"]] == [
+        (1, 0.7, None), (2, None, "diverged")]
+    assert ind.extra["rungs"][0]["weights_sha256"] == hashlib.sha256(b"rung one").hexdigest()
+    row = journal.history_rows()[0]
+    assert (row["rung"], row["rung_val_accuracy"], row["val_accuracy"]) == (1, 0.7, 0.5)
+    assert journal.check() == []
+    rung1.write_bytes(b"changed")
+    assert any("rung-1 weights" in p and "changed" in p for p in journal.check())
+
+
+def test_sessions_sum_their_time_up_to_the_last_heartbeat(journal):
+    assert journal.elapsed_seconds() == 0.0
+    first = journal.begin_session()
+    time.sleep(0.05)
+    journal.heartbeat(first)
+    after_one = journal.elapsed_seconds()
+    assert after_one >= 0.05
+    second = journal.begin_session()
+    time.sleep(0.05)
+    assert journal.elapsed_seconds() == pytest.approx(after_one)  # no heartbeat yet
+    journal.heartbeat(second)
+    assert journal.elapsed_seconds() >= after_one + 0.05
+
+
+def test_a_schema_1_journal_gains_sessions_when_a_writer_opens_it(tmp_path):
+    run = tmp_path / "run"
+    with Journal.create(run, SETTINGS, IDENTITY) as made:
+        made.add(None, None, 0, "fp")
+    conn = sqlite3.connect(run / JOURNAL_NAME)
+    conn.execute("DROP TABLE sessions")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Journal.open(run, readonly=True) as reader:
+        assert reader.schema_version == 1 and reader.elapsed_seconds() == 0.0
+    with Journal.open(run) as writer:
+        assert writer.schema_version == SCHEMA_VERSION
+        writer.heartbeat(writer.begin_session())
+        assert [i.fingerprint for i in writer.individuals()] == ["fp"]

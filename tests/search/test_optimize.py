@@ -63,30 +63,67 @@ def test_a_tiny_search_writes_every_output_and_resumes(tmp_path: Path) -> None:
         assert len({i.fingerprint for i in trained}) == len(trained)  # no duplicate candidate
 
 
-def test_sigkill_then_resume_completes_the_run(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "alphac", "optimize", *TINY, "--candidates", "3", "--workers",
-           "1", "--out", str(out), "--json"]
+def _journal_state(out: Path) -> dict | None:
+    if not (out / "journal.sqlite").exists():
+        return None
+    try:
+        with Journal.open(out, readonly=True) as journal:
+            inds = journal.individuals()
+    except Exception:  # noqa: BLE001 - being created right now
+        return None
+    return {"rows": len(inds), "done": {i.id: (i.fingerprint, i.weights_sha256) for i in inds
+                                        if i.status == "done"},
+            "final": (out / "pareto").is_dir()}
+
+
+def _kill_when(cmd: list[str], out: Path, ready) -> bool:
+    """Start ``cmd``, SIGKILL its process group once ``ready(state)``; False if it ended first."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-        if (out / "journal.sqlite").exists():
-            with Journal.open(out, readonly=True) as journal:
-                if journal.counts().get("done", 0) >= 2:
-                    break
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker, mid-run
+        state = _journal_state(out)
+        if state is not None and ready(state):
+            break
+        time.sleep(0.2)
+    ended = proc.poll() is not None
+    if not ended:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers
     proc.wait()
+    return not ended
+
+
+def test_sigkill_at_several_points_then_resume_completes_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "alphac", "optimize", *TINY, "--candidates", "4", "--workers",
+           "1", "--out", str(out), "--json"]
+    points = [("the seed queued, not trained", lambda st: st["rows"] >= 1),
+              ("the seed done", lambda st: len(st["done"]) >= 1),
+              ("two children done", lambda st: len(st["done"]) >= 3),
+              ("during the final retraining", lambda st: st["final"])]
+    finished: dict[int, tuple] = {}
+    for i, (where, ready) in enumerate(points):
+        killed = _kill_when(cmd + (["--resume"] if i else []), out, ready)
+        assert killed, f"the run ended before the kill point: {where}"
+        assert check(out) == [], where
+        state = _journal_state(out)
+        for ident, kept in finished.items():  # every finished candidate survives every kill
+            assert state["done"].get(ident) == kept, (where, ident)
+        finished = state["done"]
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert check(out) == []
-    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
     with Journal.open(out, readonly=True) as journal:
         counts = journal.counts()
-        assert counts.get("running", 0) == 0 and counts.get("queued", 0) == 0
-        assert counts.get("done", 0) >= 3
-    assert check(out) == []
-    assert (out / "report.json").is_file()
+        assert counts["running"] == 0 and counts["queued"] == 0
+        children = [i for i in journal.individuals() if i.parent is not None and
+                    not (i.reason or "").startswith("synthesis:")]
+        assert len(children) == 4  # exactly the requested count, none lost, none duplicated
+        assert len({i.fingerprint for i in children}) == len(children)
+        assert all(journal.get(ident).weights_sha256 == kept[1]
+                   for ident, kept in finished.items())
+    assert json.loads(resumed.stdout)["best"]["id"] >= 1
+    assert (out / "best/model.py").is_file()
 
 
 def test_bad_search_options_are_usage_errors(tmp_path: Path) -> None:
