@@ -62,7 +62,7 @@ def optimize(
                                        "proxy (0: off).")] = 1,
     eta: Annotated[int, typer.Option("--eta", help="Successive halving: the best 1/eta of a "
                                      "rung train eta times longer.")] = 3,
-    subset: Annotated[int | None, typer.Option("--subset", help="Use only N training images.",
+    subset: Annotated[int | None, typer.Option("--subset", help="Use only N training images (0: all).",
                                                show_default=False)] = 6000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 0.05,
@@ -92,7 +92,7 @@ def optimize(
     objective = report["settings"]["objective"]
     table = Table(title=f"Pareto front ({objective}; cost = {objective} against the seed)")
     for column in ("id", "", "params", "FLOPs", "latency", "val", "test", "Δtest", "cost"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     rows = {r["id"]: r for r in [seed_row, *result.pareto]}
     for ident in sorted(rows):
         row = rows[ident]

@@ -30,7 +30,8 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
             final_steps: int | None = None, subset: int | None = 6000, batch_size: int = 64,
             lr: float = 0.05) -> tuple[dict[str, Any], dict[str, Any]]:
     """The proxy and final recipes: the proxy trains ``steps`` steps or ``epochs`` epochs
-    (default 1 epoch); the final retraining ``final_steps``, default three times the proxy."""
+    (default 1 epoch); the final retraining ``final_steps``, default three times the proxy.
+    ``subset`` images of the training set (0 or None: all)."""
     def recipe(step_count: int | None, epoch_count: float) -> dict[str, Any]:
         made: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "subset": subset,
                                 "epochs": epoch_count}
@@ -38,6 +39,7 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
             made["steps"] = step_count
         return made
 
+    subset = subset or None  # 0: every image
     proxy_epochs = 1.0 if epochs is None else epochs
     final = final_steps if final_steps is not None else (3 * steps if steps else None)
     return recipe(steps, proxy_epochs), recipe(final, 3 * proxy_epochs)

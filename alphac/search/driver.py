@@ -370,7 +370,8 @@ class _Search:
         self.journal.finish(result.id, params=cost.params, flops=cost.flops_per_sample,
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
                             train_seconds=result.train_seconds or 0.0,
-                            extra={"worker_seconds": result.seconds})
+                            extra={"worker_seconds": result.seconds,
+                                   "images_per_second": result.metrics.get("images_per_second")})
         if result.id != self.seed_id:
             self.child_seconds.append(result.seconds)
             self.overhead_children += 1
@@ -693,12 +694,15 @@ def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dic
     per_child = (search.overhead_s / search.overhead_children if search.overhead_children
                  else None)
     median = statistics.median(search.child_seconds) if search.child_seconds else None
+    speeds = [i.extra["images_per_second"] for i in search.journal.individuals("done")
+              if i.extra.get("images_per_second")]
     return {"search_seconds": search_seconds, "final_seconds": final_seconds,
             "candidate_seconds_median": median,
             "overhead_seconds_per_candidate": per_child,
             "overhead_fraction": (per_child / (per_child + median)
                                   if per_child is not None and median else None),
-            "overhead_measured_over": search.overhead_children}
+            "overhead_measured_over": search.overhead_children,
+            "train_images_per_second_median": statistics.median(speeds) if speeds else None}
 
 
 def _export_pt2(folder: Path, example_inputs: tuple) -> str | None:
