@@ -1,8 +1,30 @@
 """Errors a user can cause.
 
 Every exception a user can trigger through bad input derives from :class:`UserError`. The CLI
-prints its message (no traceback) and exits with ``exit_code``. The message must say what was wrong
-and what to do about it.
+prints its message (no traceback) and exits with ``exit_code``; ``alphac --debug COMMAND`` re-raises
+it with its traceback instead. The message must say what was wrong, where, and what to do about it;
+the Python API raises the same classes with the same messages.
+
+Exit codes of the ``alphac`` command (also in docs/errors.md):
+
+====  ==========================================================================================
+0     success
+1     internal error (a bug: any exception that is not a UserError), or ``alphac properties
+      --check`` found a disagreement
+2     usage: a bad option or argument (:class:`UserError` itself, :class:`InvalidInputShapeError`,
+      :class:`UnknownTargetError`, :class:`DeviceError`, :class:`RunDirError`, an invalid recipe or
+      search setting)
+3     the model cannot be loaded or built (:class:`ModelLoadError`, :class:`UnknownModelError`),
+      or its output does not fit the target (:class:`OutputShapeError`)
+4     the model cannot be captured as a graph (:class:`TraceError`)
+5     the dataset is missing, incomplete or corrupt (:class:`DatasetError`)
+6     training diverged or could not run (:class:`TrainingError`)
+7     a ground-truth check crashed (:class:`CheckError`)
+8     a mutation found no child (:class:`SynthesisFailed`)
+9     a run directory's journal cannot be used (``alphac.search.journal.JournalError``; its
+      usage-like subclasses exit 2)
+130   interrupted (Ctrl-C)
+====  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -41,6 +63,20 @@ class InvalidInputShapeError(UserError):
 
 class UnknownTargetError(UserError):
     """A ``--target`` that alphac does not know."""
+
+
+class OutputShapeError(UserError):
+    """A model whose output is not the ``(batch, classes)`` logits its target needs."""
+
+    exit_code = 3
+
+
+class DeviceError(UserError):
+    """A ``--device`` that does not exist on this machine."""
+
+
+class RunDirError(UserError):
+    """An output folder (``--out``) that cannot be created or written."""
 
 
 class DatasetError(UserError):

@@ -59,7 +59,7 @@ def bench_model(name: str, data, args: argparse.Namespace) -> dict[str, float | 
     images_per_second = result.images / result.seconds
     utilization = 3 * forward_flops * images_per_second / (args.peak_tflops * 1e12)
     return {"model": name, "device": str(data.device), "batch_size": args.batch_size,
-            "compile": args.compile, "images_per_second": round(images_per_second, 1),
+            "compile": args.compile, "images_per_second": round(images_per_second, 3),
             "forward_gflops_per_image": round(forward_flops / 1e9, 4),
             "train_tflops_per_second": round(3 * forward_flops * images_per_second / 1e12, 2),
             "fraction_of_peak": float(f"{utilization:.4g}"), "train_loss": result.train_loss}

@@ -50,17 +50,35 @@ def _import_file(path: Path) -> ModuleType:
         module_spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
-        raise ModelLoadError(
-            f"{path}:{exc.lineno}: syntax error: {exc.msg}", hint="fix the Python syntax"
-        ) from None
+        raise _syntax_error(path, exc) from None
     except Exception as exc:
         sys.modules.pop(name, None)
         where = user_location(exc, path)
+        sibling = isinstance(exc, ModuleNotFoundError) and exc.name and (
+            (path.parent / f"{exc.name.split('.')[0]}.py").exists()
+            or (path.parent / exc.name.split(".")[0] / "__init__.py").exists())
+        if sibling:
+            hint = (f"alphac imports {path.name} without its folder on the import path: move "
+                    f"the code of {exc.name!r} into {path.name}, or install it as a package")
+        elif isinstance(exc, ModuleNotFoundError) and exc.name:
+            hint = (f"install the package that provides {exc.name!r} into the Python environment "
+                    "alphac runs in, or remove the import")
+        else:
+            hint = f"the file must import cleanly on its own: try `python {path}`"
         raise ModelLoadError(
-            f"importing {path} failed{where}: {type(exc).__name__}: {exc}",
-            hint="the file must import cleanly on its own (python " + str(path) + ")",
+            f"importing {path} failed{where}: {type(exc).__name__}: {exc}", hint=hint
         ) from None
     return module
+
+
+def _syntax_error(path: Path, exc: SyntaxError) -> ModelLoadError:
+    """``FILE:LINE:COL: syntax error: MSG (`code`)``; FILE is the imported file it was found in."""
+    where = f"{exc.filename or path}:{exc.lineno}" + (f":{exc.offset}" if exc.offset else "")
+    code = f" (`{exc.text.strip()}`)" if exc.text and exc.text.strip() else ""
+    inside = exc.filename and Path(exc.filename).resolve() != path.resolve()
+    prefix = f"importing {path} failed: " if inside else ""
+    return ModelLoadError(f"{prefix}{where}: syntax error: {exc.msg}{code}",
+                          hint=f"fix the Python syntax at {where}")
 
 
 def load_model_file(path: Path) -> nn.Module:
@@ -86,11 +104,26 @@ def load_model_file(path: Path) -> nn.Module:
     buildable = [c for c in classes if _constructible(c)]
     if len(buildable) == 1:
         return _call_builder(buildable[0], path)
-    found = ", ".join(c.__name__ for c in classes) or "none"
-    raise ModelLoadError(
-        f"{path} does not say which model to use (nn.Module classes found: {found}; "
-        f"{len(buildable)} constructible without arguments)",
-        hint=_HOW,
+    raise _no_model(path, classes, buildable)
+
+
+def _no_model(path: Path, classes: list[type], buildable: list[type]) -> ModelLoadError:
+    """The error for a file without ``build_model()`` or ``model`` and not one usable class."""
+    if not classes:
+        return ModelLoadError(
+            f"{path} defines no model: no build_model() function, no module-level `model` and "
+            "no nn.Module class", hint=_HOW)
+    found = ", ".join(c.__name__ for c in classes)
+    pick = (buildable or classes)[0].__name__
+    args = "" if buildable else "..."
+    what = ("several nn.Module classes and no build_model() saying which one is the model"
+            if buildable else "no build_model(), and alphac cannot build its model without "
+            "arguments")
+    return ModelLoadError(
+        f"{path} has {what} (nn.Module classes found: {found}; {len(buildable)} constructible "
+        "without arguments)",
+        hint=f"add `def build_model(): return {pick}({args})` to {path}, naming the model and "
+        "its arguments",
     )
 
 
@@ -110,9 +143,12 @@ def _call_builder(builder, path: Path) -> nn.Module:
     try:
         model = builder()
     except Exception as exc:
+        fix = (f"fix {name}.__init__ (alphac calls {name}() without arguments), or add a "
+               "build_model() that builds it" if inspect.isclass(builder)
+               else f"fix {name}() so that it returns the model when called without arguments")
         raise ModelLoadError(
             f"{name}() in {path} raised{user_location(exc, path)}: {type(exc).__name__}: {exc}",
-            hint="it must build the model without arguments",
+            hint=f"{fix}; `alphac --debug ...` shows the whole traceback",
         ) from None
     if not isinstance(model, nn.Module):
         raise ModelLoadError(

@@ -114,17 +114,19 @@ def load_dataset(
 def missing_error(target: Target, dirs: Sequence[Path], wanted: str) -> DatasetError:
     """The error for a dataset found nowhere: where we looked and how to get it."""
     looked = ", ".join(str(d) for d in dirs)
-    how = {
-        "fashion-mnist": "run `alphac data fetch fashion-mnist` (or `make data`)",
-        "cifar10": "run `alphac data fetch cifar10`",
-        "cifar100": "run `alphac data fetch cifar100`",
-        "mnist": "download the four MNIST IDX files (train-images-idx3-ubyte.gz ...) yourself",
-        "imagenet": "arrange images as DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg",
-    }[target.name]
     return DatasetError(
         f"{target.name} data not found: looked for {wanted} in {looked}",
-        hint=f"{how}, or pass --data-dir pointing at a folder that holds it",
+        hint=f"{_HOW_TO_GET[target.name]}, or pass --data-dir pointing at a folder that holds it",
     )
+
+
+_HOW_TO_GET = {
+    "fashion-mnist": "run `alphac data fetch fashion-mnist` (or `make data`)",
+    "cifar10": "run `alphac data fetch cifar10`",
+    "cifar100": "run `alphac data fetch cifar100`",
+    "mnist": "download the four MNIST IDX files (train-images-idx3-ubyte.gz ...) yourself",
+    "imagenet": "arrange images as DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg",
+}
 
 
 # --- IDX (MNIST, Fashion-MNIST) -------------------------------------------------------------
@@ -137,7 +139,9 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}", hint="delete it and fetch it again") from None
+        raise DatasetError(f"cannot read {path}: {exc}",
+                           hint="if it is truncated or corrupt, delete it and fetch the dataset "
+                           "again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(
             f"{path} is not an IDX file of unsigned bytes (bad magic number)",
@@ -190,7 +194,21 @@ def _load_idx_dataset(target: Target, dirs: Sequence[Path]) -> Dataset:
             train = _load_idx_split(target, directory, "train")
             test = _load_idx_split(target, directory, "test")
             return Dataset(target, train, test, str(directory))
+    partial = next((d for d in dirs if d.is_dir() and _idx_missing(d) != _IDX_STEMS), None)
+    if partial is not None:  # some files there: say which are missing, not "not found"
+        missing = ", ".join(f"{stem}[.gz]" for stem in _idx_missing(partial))
+        raise DatasetError(
+            f"{target.name} data in {partial} is incomplete: {missing} missing",
+            hint=f"{_HOW_TO_GET[target.name]}, or copy the missing files into {partial}",
+        )
     raise missing_error(target, dirs, "train-images-idx3-ubyte[.gz] and the other IDX files")
+
+
+_IDX_STEMS = [stem for pair in IDX_FILES.values() for stem in pair]
+
+
+def _idx_missing(directory: Path) -> list[str]:
+    return [stem for stem in _IDX_STEMS if _find_idx(directory, stem) is None]
 
 
 # --- CIFAR (python pickle batches) ----------------------------------------------------------

@@ -132,6 +132,9 @@ def fit(
                 group["lr"] = lr
             with autocast_for(data.device):
                 logits = forward(images)
+            if step == 0:  # a clear OutputShapeError instead of cross_entropy's IndexError
+                data.target.check_output_shape(getattr(logits, "shape", ()),
+                                               model=type(model).__name__)
             loss = criterion(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -8,9 +8,11 @@ and the default training :class:`~alphac.runtime.recipe.Recipe`.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from alphac.errors import UnknownTargetError
+from alphac.errors import OutputShapeError, UnknownTargetError
 from alphac.runtime.recipe import Recipe
 
 
@@ -35,6 +37,30 @@ class Target:
     def example_shape(self, batch: int = 2) -> tuple[int, ...]:
         """Batch-first shape of an example input, e.g. ``(2, 3, 32, 32)`` for CIFAR-10."""
         return (batch, *self.input_shape)
+
+    def check_output_shape(self, shape: Sequence[int], *, model: str = "the model") -> None:
+        """OutputShapeError unless ``shape`` is ``(batch, num_classes)``: one logit per class.
+
+        ``model`` names the model in the message (its file or zoo name).
+        """
+        shape = tuple(int(s) for s in shape)
+        if len(shape) == 2 and shape[1] == self.num_classes:
+            return
+        seen = f"a tensor of shape {'x'.join(map(str, shape))}" if shape else "a scalar"
+        if len(shape) == 2:
+            fits = [t.name for t in TARGETS.values() if t.num_classes == shape[1]]
+            fix = (f"make its last layer produce {self.num_classes} outputs (e.g. "
+                   f"nn.Linear(..., {self.num_classes}))"
+                   + (f", or use --target {' or '.join(fits)}" if fits else ""))
+        else:
+            fix = ("end the model with pooling, a flatten and a linear layer to "
+                   f"{self.num_classes} outputs (e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), "
+                   f"nn.Linear(C, {self.num_classes}))")
+        raise OutputShapeError(
+            f"{model} outputs {seen}, but target {self.name} needs "
+            f"(batch, {self.num_classes}): one score per class for each image",
+            hint=fix,
+        )
 
 
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -74,7 +100,10 @@ def get_target(name: str) -> Target:
     if key == "fashionmnist":
         key = "fashion-mnist"
     if key not in TARGETS:
+        close = difflib.get_close_matches(key, TARGETS, n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
         raise UnknownTargetError(
-            f"unknown target {name!r}", hint="choose one of: " + ", ".join(TARGETS)
+            f"unknown target {name!r}{guess}", hint="pass --target with one of: "
+            + ", ".join(TARGETS)
         )
     return TARGETS[key]

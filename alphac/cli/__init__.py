@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from alphac import __version__
+from alphac.cli.common import set_debug
 from alphac.cli.data_cmd import data_app
 from alphac.cli.inspect_cmd import inspect
 from alphac.cli.measure_cmd import measure
@@ -36,8 +37,13 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="On an error, show the Python traceback (for bug reports) "
+        "instead of the short message."
+    ),
 ) -> None:
     """alphac: property-guided neural architecture search over torch.fx."""
+    set_debug(debug)
 
 
 app.command()(inspect)

@@ -74,15 +74,15 @@ def mutate(
     the child as a standalone model.py."""
     import time
 
-    from alphac.cli.common import load_traced
+    from alphac.cli.common import check_out_dir, load_traced
     from alphac.codegen import write_model
     from alphac.errors import SynthesisFailed
     from alphac.passes.transform.mutate import mutate as mutate_model
 
     _check_options(mutator, kind)
+    folder = check_out_dir(out if out else f"mutant-{seed}")  # before the work, made after it
     start = time.monotonic()
     traced = load_traced(model, target, input_shape)
-    folder = Path(out) if out else Path(f"mutant-{seed}")
     try:
         child = mutate_model(traced.gm, traced.blocks, traced.example_inputs, seed=seed,
                              mutator=mutator, kind=kind)
@@ -101,13 +101,13 @@ def mutate(
 
 
 def _writable(folder: Path) -> None:
-    from alphac.errors import UserError
+    from alphac.errors import RunDirError
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the output folder {folder}: {exc.strerror}",
-                        hint="pass --out with a folder you can write to") from None
+        raise RunDirError(f"cannot create the output folder {folder}: {exc.strerror}",
+                          hint="pass --out with a folder you can write to") from None
 
 
 def _print(report: dict[str, Any]) -> None:

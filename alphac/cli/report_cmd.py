@@ -61,6 +61,8 @@ def _json(run: Any, table: list, steps: list, plotted: Any) -> dict[str, Any]:
             "best_model": str(run.best_model_path),
             "table": [row.as_dict() for row in table],
             "lineage": [step.as_dict() for step in steps],
+            "failures": [{"id": ind.id, "parent": ind.parent, "reason": ind.reason,
+                          "attempts": ind.attempts} for ind in run.failures()],
             "settings": run.settings, "plot": None if plotted is None else str(plotted)}
 
 
@@ -75,6 +77,9 @@ def _print_header(run: Any) -> None:
     fidelity = f"; proxy -> final Kendall tau {tau:.2f}" if tau is not None else ""
     console.print(f"  individuals: {trained or 'none'}{fidelity}", highlight=False,
                   soft_wrap=True)
+    for ind in run.failures():
+        console.print(f"  failed #{ind.id}: {ind.reason}", highlight=False, soft_wrap=True,
+                      markup=False)
 
 
 def _percent(change: float) -> str:

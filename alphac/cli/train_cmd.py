@@ -41,7 +41,7 @@ def run_training(
         subset=subset, batch_size=batch_size, lr=lr, compile=compile_model or None
     )
     dev = resolve_device(device)
-    traced = load_traced(model, spec.name, None)
+    traced = load_traced(model, spec.name, None, needs_classes=True, shape_option=False)
     cost = model_cost(traced.gm, traced.example_inputs)
     extra = {"params": cost.params, "flops": cost.flops_per_sample, "recipe": recipe.to_dict()}
     # Data first: a missing dataset is reported before any progress bar appears.

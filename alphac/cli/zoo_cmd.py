@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from alphac.cli.common import JsonOpt, console, print_json
+from alphac.cli.common import JsonOpt, console, handles_user_errors, print_json
 
 
+@handles_user_errors
 def zoo(json_output: JsonOpt = False) -> None:
     """List the built-in models (use them as MODEL with zoo:NAME)."""
     from alphac.frontends import zoo as registry

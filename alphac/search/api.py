@@ -72,6 +72,6 @@ def optimize(model: Any, *, target: str = "fashion-mnist", out: str | Path = "al
         target=target, candidates=candidates, budget_s=None if budget_s is None else
         float(budget_s), objective=objective, max_accuracy_drop=max_accuracy_drop,
         mutator=mutator, strategy=strategy, proxy=proxy, final=final, seed=seed,
-        workers=workers or default_workers(device), executor=executor, device=device,
+        workers=workers if workers is not None else default_workers(device), executor=executor, device=device,
         data_dir=data_dir, ray_address=ray_address, rungs=rungs, eta=eta)
     return run_search(model, out=out, settings=settings, resume=resume, on_event=on_event)

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from alphac.codegen import inherit_weights
+from alphac.errors import UserError
+from alphac.search import faults
 
 __all__ = ["CandidateResult", "CandidateTask", "build_from_code", "evaluate_candidate"]
 
@@ -96,6 +98,8 @@ def evaluate_candidate(task: CandidateTask, data: Any = None) -> CandidateResult
         if task.weights:
             inherit_weights(model, torch.load(task.weights, map_location="cpu",
                                               weights_only=True))
+        faults.apply_to_candidate(model, task.id, Path(task.save_to).parent if task.save_to
+                                  else None)
         metrics = train_and_evaluate(model, task.target, Recipe(**task.recipe), seed=task.seed,
                                      data=data, data_dir=task.data_dir, device=task.device,
                                      test=task.test, raise_on_divergence=False)
@@ -114,11 +118,30 @@ def evaluate_candidate(task: CandidateTask, data: Any = None) -> CandidateResult
         return CandidateResult(task.id, "done", None, metrics.val_accuracy, metrics.test_accuracy,
                                metrics.params, latency, metrics.seconds,
                                time.monotonic() - start, info, rung=task.rung)
+    except torch.OutOfMemoryError as exc:  # the candidate is too big for the device
+        _free_device_memory()
+        first = str(exc).splitlines()[0] if str(exc) else "out of memory"
+        return CandidateResult(task.id, "failed", f"out of memory: {first[:300]} (a smaller "
+                               "--batch-size may fit)", seconds=time.monotonic() - start,
+                               rung=task.rung)
+    except UserError as exc:  # e.g. the data or the device: its own message, whole
+        reason = exc.message if exc.hint is None else f"{exc.message} ({exc.hint})"
+        return CandidateResult(task.id, "failed", reason[:500], seconds=time.monotonic() - start,
+                               rung=task.rung)
     except Exception as exc:  # noqa: BLE001 - a failing candidate never stops a search
         where = traceback.extract_tb(exc.__traceback__)[-1:]
         line = f" at {where[0].filename}:{where[0].lineno}" if where else ""
         return CandidateResult(task.id, "failed", f"{type(exc).__name__}: {exc}{line}"[:500],
                                seconds=time.monotonic() - start, rung=task.rung)
+
+
+def _free_device_memory() -> None:
+    """After an out-of-memory error: drop cached CUDA blocks so the next candidate can run."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _save_atomically(state: dict[str, Any], path: Path) -> None:

@@ -48,7 +48,9 @@ from alphac.frontends import TracedModel, find_blocks, load
 from alphac.passes.analysis.cost import model_cost
 from alphac.passes.transform.gates import model_fingerprint
 from alphac.passes.transform.mutate import MUTATORS, mutate
+from alphac.runtime.device import resolve_device
 from alphac.runtime.targets import get_target
+from alphac.search import faults
 from alphac.search.candidate import CandidateResult, CandidateTask
 from alphac.search.executors import LOST, InlineExecutor, LocalExecutor
 from alphac.search.journal import Journal
@@ -252,6 +254,8 @@ class _Search:
         parent = self.members[self._choose_parent(rng)]
         seed = self.s.seed * 1_000_003 + ident
         try:
+            if faults.injected("synthesis", ident):
+                raise SynthesisFailed("synthesis timed out (injected by ALPHAC_FAULT)")
             child = mutate(parent.gm, parent.blocks, self.traced.example_inputs, seed=seed,
                            mutator=self.s.mutator)
         except SynthesisFailed as exc:
@@ -350,6 +354,8 @@ class _Search:
             self._record_promotion(result)
             return
         member = self.members[result.id]
+        if result.status == LOST:  # its second attempt died too
+            result = replace(result, reason="worker died twice")
         if result.status != "done":
             self.journal.fail(result.id, result.reason or result.status)
             if result.id == self.seed_id:
@@ -582,6 +588,11 @@ def _replay(search: _Search) -> list[int]:
     return queued
 
 
+def identity_name(model: Any) -> str:
+    """How messages name the model: its file, zoo name, or class."""
+    return f"{type(model).__qualname__}" if isinstance(model, nn.Module) else str(model)
+
+
 def _trace_module(module: nn.Module, spec: Any, seed: int) -> TracedModel:
     """A user's module object, traced at the target's example shape (what ``load`` does)."""
     from alphac.frontends.trace import trace
@@ -617,6 +628,8 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
     else:
         traced = load(model, spec.example_shape(), num_classes=spec.num_classes,
                       seed=settings.seed)
+    spec.check_output_shape(traced.output_shape, model=str(identity_name(model)))
+    resolve_device(settings.device)  # a device that does not exist fails before the journal
     identity = _identity(traced, model, settings.target)
     if resume:
         journal = Journal.open(run_dir, expect_identity=identity)
@@ -752,7 +765,10 @@ def _report(search: _Search, rows: list[dict[str, Any]], timing: dict[str, Any]
                   [r["proxy_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),
               "rung_fidelity_kendall_tau": _kendall_tau(
                   [r["rung_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),
-              "fidelity_over": len(ok), "timing": timing}
+              "fidelity_over": len(ok), "timing": timing,
+              "failures": [{"id": i.id, "parent": i.parent, "reason": i.reason,
+                            "attempts": i.attempts}
+                           for i in search.journal.individuals("failed")]}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(run_dir)
     return report

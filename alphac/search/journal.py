@@ -61,7 +61,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from alphac import __version__
-from alphac.errors import UserError
+from alphac.errors import RunDirError, UserError
 
 try:
     import fcntl
@@ -156,7 +156,7 @@ class RunExistsError(JournalError):
     exit_code = 2
 
 
-class RunDirUnwritableError(JournalError):
+class RunDirUnwritableError(JournalError, RunDirError):
     """The run directory cannot be created or written."""
 
     exit_code = 2

@@ -164,6 +164,10 @@ class RunReport:
     def table(self) -> list[ParetoRow]:
         return pareto_table(self.report, self.run_dir, self.objective)
 
+    def failures(self) -> list[Individual]:
+        """The failed individuals (synthesis, training, a worker that died), with reasons."""
+        return [ind for ind in self.individuals if ind.status == "failed"]
+
     def best_lineage(self) -> list[LineageStep]:
         return lineage(self.individuals, self.best["id"], run_dir=self.run_dir)
 
