@@ -162,6 +162,7 @@ class _Member:
     accs: list[float] = field(default_factory=list)  # validation accuracy per rung, 0 first
     weights: list[str] = field(default_factory=list)  # the trained state per rung (relative)
     stuck: bool = False  # a promotion failed: never promoted again
+    code: str = ""  # generated from ``gm`` in this process, never read back from the run dir
     seconds: float = 0.0  # worker time over all rungs
 
     @property
@@ -216,7 +217,7 @@ class _Search:
               rung: int = 0) -> CandidateTask:
         folder = self.folder(ident)
         return CandidateTask(
-            ident, (folder / "model.py").read_text(), str(weights or folder / "weights.pt"),
+            ident, self.code_of(ident), str(weights or folder / "weights.pt"),
             self.s.target, recipe or self.s.proxy, seed=self.s.seed + ident + 7919 * rung,
             device=self.s.device, data_dir=self.s.data_dir, test=test,
             latency=self.s.objective == "latency" and rung == 0,
@@ -230,10 +231,21 @@ class _Search:
                           save_to=self.run_dir / self._rel(f"trained-r{rung}.pt", ident),
                           rung=rung)
 
+    def code_of(self, ident: int) -> str:
+        """The individual's model.py text, generated here from its graph (so a resumed run never
+        executes code read from the run directory)."""
+        member = self.members[ident]
+        if not member.code:
+            member.code = generate_code(member.gm)
+        return member.code
+
     def _write(self, ident: int, gm: Any) -> None:
         folder = self.folder(ident)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "model.py").write_text(generate_code(gm))
+        code = generate_code(gm)
+        if ident in self.members:
+            self.members[ident].code = code
+        (folder / "model.py").write_text(code)
         torch.save({k: v.detach().clone() for k, v in gm.state_dict().items()},
                    folder / "weights.pt")
 
@@ -241,8 +253,8 @@ class _Search:
         gm = self.traced.gm
         ident = self.journal.add(None, None, self.s.seed, model_fingerprint(gm),
                                  self._rel("model.py", 1), self._rel("weights.pt", 1))
-        self._write(ident, gm)
         self.members[ident] = _Member(ident, gm, self.traced.blocks)
+        self._write(ident, gm)
         self.seed_id = ident
         return ident
 
@@ -270,8 +282,8 @@ class _Search:
                                 child.record.fingerprint_child, self._rel("model.py", ident),
                                 self._rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
-        self._write(ident, child.gm)
         self.members[ident] = _Member(ident, child.gm, find_blocks(child.gm, None))
+        self._write(ident, child.gm)
         self.overhead_s += time.monotonic() - began
         return ident
 
@@ -677,14 +689,14 @@ def _finish(search: _Search, search_seconds: float) -> dict[str, Any]:
     for ident in sorted(front):
         folder = run_dir / "pareto" / f"{ident:06d}"
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(search.folder(ident) / "model.py", folder / "model.py")
+        (folder / "model.py").write_text(search.code_of(ident))
         # the final retraining starts from the code's fresh initialisation, not inherited weights
         task = replace(search._task(ident, test=True, recipe=s.final,
                                     save_to=folder / "weights.pt"), weights=None,
                        latency=s.objective == "latency")
         result = evaluate_candidate(task, data)
-        pt2 = _export_pt2(folder, search.traced.example_inputs) if result.status == "done" \
-            else "not trained"
+        pt2 = (_export_pt2(folder, search.code_of(ident), search.traced.example_inputs)
+               if result.status == "done" else "not trained")
         ind, member = search.journal.get(ident), search.members[ident]
         rows.append({"id": ident, "parent": ind.parent, "params": ind.params,
                      "flops": ind.flops,
@@ -718,12 +730,12 @@ def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dic
             "train_images_per_second_median": statistics.median(speeds) if speeds else None}
 
 
-def _export_pt2(folder: Path, example_inputs: tuple) -> str | None:
+def _export_pt2(folder: Path, code: str, example_inputs: tuple) -> str | None:
     """Save ``folder``'s trained model as ``model.pt2`` (torch.export); the error, if any."""
     from alphac.search.candidate import build_from_code
 
     try:
-        model = build_from_code((folder / "model.py").read_text())
+        model = build_from_code(code)
         inherit_weights(model, torch.load(folder / "weights.pt", weights_only=True))
         inputs = tuple(example_inputs)
         batch = torch.export.Dim("batch", min=1)

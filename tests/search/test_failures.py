@@ -62,3 +62,16 @@ def test_faults_are_off_unless_asked(monkeypatch):
     assert not faults.injected("nan", 2)
     monkeypatch.setenv("ALPHAC_FAULT", "nan@2, oom@3")
     assert faults.injected("oom", 3) and not faults.injected("nan", 3)
+
+
+def test_resume_executes_no_code_from_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    alphac.optimize("zoo:small_cnn", out=out, candidates=1, executor="inline", **TINY)
+    marker = tmp_path / "executed"
+    for code in out.glob("candidates/*/model.py"):  # a run directory someone tampered with
+        code.write_text(f"open({str(marker)!r}, 'w').close()\n" + code.read_text())
+    result = alphac.optimize("zoo:small_cnn", out=out, candidates=2, executor="inline",
+                             resume=True, **TINY)
+    assert not marker.exists()
+    assert result.report["counts"]["done"] >= 3
+    assert "open(" not in (result.best_dir / "model.py").read_text()
