@@ -144,7 +144,15 @@ class LocalExecutor:
             self._pool = self._new_pool()
 
     def close(self) -> None:
+        """Stop the workers now: a candidate still training is abandoned (the journal keeps it
+        running, so a resume re-queues it), and the interpreter does not wait for it at exit."""
+        processes = list(getattr(self._pool, "_processes", {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=10)
         self._futures.clear()
 
     def __enter__(self) -> LocalExecutor:
