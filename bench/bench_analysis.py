@@ -1,17 +1,24 @@
-"""Analysis benchmarks: whole-model property inference, and abstract mixing against the Jacobian.
+"""Analysis benchmarks: whole-model and per-block property inference, against the Jacobian.
 
 ``pytest bench/bench_analysis.py --benchmark-only -s`` prints the numbers. Goals (never asserted):
 ResNet-50 at 2x3x224x224, shape + depth + mixing + cost over all blocks with a fresh
 AnalysisManager, under 0.5 s on a 2-core CPU; abstract mixing at least 50x faster than the
 Jacobian ground truth per block. ``cold`` timings clear alphac's memo tables and use a freshly
 traced graph; the benchmark rounds after it show the warm (memoized) cost a search pays.
+
+Tracked figures (``bench/compare.py``): the warm whole-model time; per block, the cold time of
+the four properties and its ratio to ``torch.func.jacrev`` of the same block (ResNet-18 and
+ViT-Ti/4 traced at 1x3x8x8, so the full Jacobian stays small), both measured in each round.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pytest
+import torch
+from figures import best_ratio, record, seconds
 
 from alphac.analysis import AnalysisManager
 from alphac.frontends import load
@@ -21,6 +28,7 @@ from alphac.passes.analysis import (
     DepthAnalysis,
     MixingAnalysis,
     ShapeAnalysis,
+    program_infer,
 )
 from alphac.passes.analysis.ground_truth import mixing_ground_truth, subgraph_inputs
 from alphac.passes.analysis.shape import clear_caches
@@ -29,6 +37,10 @@ ANALYSES = (ShapeAnalysis(), DepthAnalysis(), MixingAnalysis(), CostAnalysis())
 MODELS = {"resnet50": (2, 3, 224, 224), "vit_s16": (2, 3, 224, 224)}
 GOAL_S = {"resnet50": 0.5}
 RATIO_GOAL = 50
+#: Blocks whose full Jacobian at 1x3x8x8 takes 10-250 ms each on one core.
+JACREV_BLOCKS = {"resnet18": ("layer3.0", "layer3.1", "layer4.0", "layer4.1"),
+                 "vit_ti4": ("blocks.0", "blocks.1", "blocks.2")}
+JACREV_ROUNDS = 5
 
 
 def infer_all(model) -> int:
@@ -62,14 +74,56 @@ def test_whole_model_properties(benchmark, name):
     warm = benchmark.stats.stats.mean
     benchmark.extra_info.update(blocks=len(model.blocks), facts=facts, cold_s=round(cold, 4),
                                 warm_mean_s=round(warm, 4), goal_s=GOAL_S.get(name))
+    record(benchmark.extra_info, f"analysis.whole_model.{name}_s", benchmark.stats.stats.median,
+           unit="s")
     print(f"\n{name}: {len(model.blocks)} blocks, shape+depth+mixing+cost: cold {cold:.3f} s, "
           f"warm {warm:.3f} s (goal {GOAL_S.get(name, '-')} s)")
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _cold_properties(gm, sub) -> None:
+    clear_caches()
+    program_infer.clear_caches()
+    am = AnalysisManager()
+    for analysis in ANALYSES:
+        am.get(analysis, gm, sub)
+
+
+def _jacobian(module, x: torch.Tensor) -> None:
+    torch.func.jacrev(module)(x)
+
+
+@pytest.mark.parametrize("name", sorted(JACREV_BLOCKS))
+def test_block_properties_vs_jacrev(benchmark, name):
+    model = load(f"zoo:{name}", (1, 3, 8, 8), num_classes=10)
+    model.gm.eval()
+    blocks = {b.path: b for b in model.blocks}
+    cases = []
+    for path in JACREV_BLOCKS[name]:
+        sub = blocks[path].subgraph(model.gm)
+        cases.append((sub, extract(model.gm, sub).eval(), subgraph_inputs(model.gm, sub)[0]))
+    for sub, module, x in cases:  # lazy imports, first-call and vmap set-up costs, once
+        _cold_properties(model.gm, sub)
+        _jacobian(module, x)
+    abstract: list[list[float]] = []  # per round, per block
+    jacobian: list[list[float]] = []
+
+    def one_round() -> None:  # each block's properties, then its Jacobian, back to back
+        times = [(seconds(lambda sub=sub: _cold_properties(model.gm, sub)),
+                  seconds(lambda module=module, x=x: _jacobian(module, x)))
+                 for sub, module, x in cases]
+        abstract.append([a for a, _ in times])
+        jacobian.append([j for _, j in times])
+
+    benchmark.pedantic(one_round, rounds=JACREV_ROUNDS, iterations=1)
+    per_block_ms = statistics.median(sum(r) for r in abstract) / len(cases) * 1e3
+    ratio = best_ratio(abstract, jacobian)
+    record(benchmark.extra_info, f"analysis.block_cold.{name}_ms", per_block_ms, unit="ms")
+    record(benchmark.extra_info, f"analysis.block_vs_jacrev.{name}", ratio, unit="x",
+           reference=f"torch.func.jacrev of the same {len(cases)} blocks at 1x3x8x8")
+    benchmark.extra_info.update(blocks=list(JACREV_BLOCKS[name]),
+                                abstract_s=abstract, jacrev_s=jacobian)
+    print(f"\n{name} 1x3x8x8, {len(cases)} blocks: four properties cold {per_block_ms:.2f} ms "
+          f"per block (median); abstract/jacrev {ratio:.4f} (best rounds)")
 
 
 def test_abstract_vs_jacobian(benchmark):
@@ -81,10 +135,10 @@ def test_abstract_vs_jacobian(benchmark):
         def abstract(sub=sub) -> None:
             MixingAnalysis().compute(model.gm, sub, AnalysisManager())
 
-        cold = _seconds(abstract)
-        warm = min(_seconds(abstract) for _ in range(3))
+        cold = seconds(abstract)
+        warm = min(seconds(abstract) for _ in range(3))
         module, inputs = extract(model.gm, sub), subgraph_inputs(model.gm, sub)
-        jacobian = _seconds(lambda m=module, i=inputs: mixing_ground_truth(m, i))
+        jacobian = seconds(lambda m=module, i=inputs: mixing_ground_truth(m, i))
         rows.append((block.path, cold, warm, jacobian))
     cold_total, warm_total, jac_total = (sum(r[k] for r in rows) for k in (1, 2, 3))
     benchmark.pedantic(lambda: [MixingAnalysis().compute(model.gm, b.subgraph(model.gm),

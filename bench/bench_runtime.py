@@ -1,8 +1,12 @@
 """Runtime benchmarks: training throughput against a plain PyTorch loop, and end-to-end accuracy.
 
 ``pytest bench/bench_runtime.py --benchmark-only`` runs the throughput comparison (about a
-minute); ``ALPHAC_BENCH_FULL=1`` adds the 10-minute Fashion-MNIST accuracy run
-(``ALPHAC_BENCH_THREADS=1`` for it when other jobs share the cores).
+minute); ``ALPHAC_BENCH_FULL=1`` adds the 10-minute Fashion-MNIST accuracy run (it uses
+``ALPHAC_BENCH_THREADS`` threads like every benchmark, default 1; set 2 on an idle machine).
+
+Tracked figures (``bench/compare.py``): the runtime's images/s over the plain loop's, the median of
+the per-round ratios (the two loops run back to back, same model and data, in alternating order),
+and the runtime's median images/s, absolute. Goal (never asserted): the ratio at least 0.95.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from figures import median_ratio, record
 
 from alphac.frontends.zoo import build
 from alphac.runtime.loop import fit
@@ -21,8 +26,8 @@ from alphac.runtime.pipeline import prepare_data
 from alphac.runtime.targets import get_target
 from alphac.runtime.train import train_and_evaluate
 
-STEPS = 30
-ROUNDS = 5
+STEPS = 16
+ROUNDS = 6
 BATCH = 128
 RATIO_GOAL = 0.95
 full_only = pytest.mark.skipif(
@@ -68,20 +73,26 @@ def test_train_throughput_vs_plain_loop(benchmark, fashion_mnist):
     y = data.train.labels
     plain_loop(_model(), x, y, 10)  # warm up oneDNN kernels for both
     plain, ours = [], []
-    for _ in range(ROUNDS):  # interleaved, so drifting machine load hits both alike
-        plain.append(plain_loop(_model(), x, y, STEPS))
+
+    def one_round() -> None:  # back to back, in alternating order: drifting load hits both
+        first = len(plain) % 2 == 0
+        if first:
+            plain.append(plain_loop(_model(), x, y, STEPS))
         ours.append(runtime_loop(_model(), data, STEPS))
-    benchmark.pedantic(runtime_loop, args=(_model(), data, STEPS), rounds=1, iterations=1)
-    # Best of the rounds: on a shared machine other jobs only ever slow a round down.
-    ratio = max(ours) / max(plain)
-    benchmark.extra_info.update(
-        plain_images_per_second=max(plain), runtime_images_per_second=max(ours), ratio=ratio,
-        median_ratio=statistics.median(ours) / statistics.median(plain),
-    )
-    print(f"\nplain loop {max(plain):.0f} img/s, runtime {max(ours):.0f} img/s (best of "
-          f"{ROUNDS}), ratio {ratio:.3f} (goal >= {RATIO_GOAL}); medians "
-          f"{statistics.median(plain):.0f} / {statistics.median(ours):.0f}")
-    assert ratio >= RATIO_GOAL - 0.05, f"runtime is {ratio:.2f}x the plain loop"
+        if not first:
+            plain.append(plain_loop(_model(), x, y, STEPS))
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    ratio = median_ratio(ours, plain)
+    record(benchmark.extra_info, "runtime.train_vs_plain_loop", ratio, unit="x", better="higher",
+           reference="a hand-written PyTorch loop, same model and data, alternating rounds")
+    record(benchmark.extra_info, "runtime.train_images_per_second", statistics.median(ours),
+           unit="images/s", better="higher")
+    benchmark.extra_info.update(plain_images_per_second=plain, runtime_images_per_second=ours,
+                                best_ratio=max(ours) / max(plain))
+    print(f"\nplain loop {statistics.median(plain):.0f} img/s, runtime "
+          f"{statistics.median(ours):.0f} img/s (medians of {ROUNDS}), ratio {ratio:.3f} (median of "
+          f"rounds; goal >= {RATIO_GOAL}); best rounds {max(plain):.0f} / {max(ours):.0f}")
 
 
 @full_only
@@ -91,8 +102,6 @@ def test_small_cnn_full_fashion_mnist_accuracy(benchmark, fashion_mnist):
     test accuracy within 10 minutes including evaluation."""
     from alphac.runtime.pipeline import prepare_data as prepare
 
-    # On a shared machine, 2 torch threads fighting other jobs for 2 cores run slower than one.
-    torch.set_num_threads(int(os.environ.get("ALPHAC_BENCH_THREADS", torch.get_num_threads())))
     target = get_target("fashion-mnist")
     data = prepare(fashion_mnist, val_fraction=target.recipe.val_fraction, seed=0)
     model = build("small_cnn", num_classes=10, input_shape=(1, 28, 28))

@@ -1,8 +1,20 @@
-"""Benchmark collection (``bench_*.py`` files) and fixtures: the real Fashion-MNIST, loaded once."""
+"""Benchmark collection (``bench_*.py`` files) and fixtures: the real Fashion-MNIST, loaded once.
+
+The numbers ``bench/compare.py`` tracks are recorded with ``figures.record`` (``bench/figures.py``).
+
+Every benchmark runs with ``ALPHAC_BENCH_THREADS`` torch threads (default 1): on a small machine
+shared with other jobs, one thread per process gives more repeatable timings than threads
+fighting other processes for the cores, and the goals are per core.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("ALPHAC_BENCH_THREADS", "1")))
 
 
 def pytest_collect_file(file_path, parent):
