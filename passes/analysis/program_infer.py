@@ -69,6 +69,7 @@ __all__ = [
     "lift",
     "mixing_of",
     "shape_of",
+    "value_shapes",
 ]
 
 Value = Any
@@ -298,6 +299,12 @@ def shape_of(program: Program, ctx: Context) -> ShapeFact:
     names = {**dict(zip(program.inputs, state.values, strict=False)),
              **{f"%{k}": v for k, v in enumerate(state.values[n:])}}
     return ShapeFact(inputs, outputs, ctx.bindings, MappingProxyType(names))
+
+
+def value_shapes(program: Program, ctx: Context) -> tuple[Any, ...]:
+    """The concrete shape of each of ``program``'s values in ``ctx``, inputs first: a tuple of
+    ints for a float tensor, a tuple of those for a tuple of tensors, else None."""
+    return _state(program, ctx).concrete
 
 
 def depth_of(program: Program, ctx: Context) -> DepthFact:

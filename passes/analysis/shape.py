@@ -242,7 +242,8 @@ def _layout_from_consumers(index: GraphIndex, node: fx.Node, rank: int,
         if effect == "preserve" and tensor_rank(user) == rank:
             found = _layout_from_consumers(index, user, rank, inside, depth + 1)
         elif effect == "permute" and _reads_first(index, user, node):
-            out = _layout_from_consumers(index, user, rank, inside, depth + 1)
+            # a flatten changes the rank: its consumers speak of its own rank, not ours
+            out = _layout_from_consumers(index, user, tensor_rank(user) or 0, inside, depth + 1)
             found = _unpermute(index, user, node, out, rank) if out is not None else None
         if found is not None:
             return found

@@ -186,6 +186,18 @@ def draw_kind(gm: fx.GraphModule, blocks: Sequence[Any], rng: random.Random,
     return "duplicate" if r < config.rewrite_p + config.duplicate_p else "delete"
 
 
+def _annotate(child: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
+    """``annotate_shapes``; a child that fails to run there is refused as gate (b) would refuse
+    it (an elementwise op in place of a ``contiguous`` leaves a later ``view`` a strided value)."""
+    try:
+        annotate_shapes(child, example_inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of the child is the gate's verdict
+        cause = exc.__cause__ or exc  # ShapeProp wraps the op's own error
+        text = str(cause).strip().splitlines()
+        detail = f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
+        raise SynthesisFailed(f"gate runs: {detail}", prop="gate") from exc
+
+
 def _check(gates: Sequence[Gate]) -> None:
     for gate in gates:
         if not gate.passed:
@@ -196,7 +208,8 @@ def _check(gates: Sequence[Gate]) -> None:
 def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
                ) -> list[_Instance]:
     """The selected subgraph in its block instance, then in every other instance of its type
-    where the same positions lift to the same program."""
+    where the same positions lift to the same program and select none of the nodes already
+    found (a container nested in one of its own class holds the same nodes)."""
     program, ctx = lift(parent.gm, sub, am)
     found = [_Instance(getattr(block, "path", None), sub, program, ctx)]
     if block is None:
@@ -204,6 +217,7 @@ def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
     where = {name: i for i, name in enumerate(block.nodes)}
     positions = [where[n] for n in sub.nodes if n in where]
     shape = fingerprint_of(program)
+    taken = set(sub.nodes)
     for other in parent.blocks:
         if other is block or other.type != block.type or len(other.nodes) != len(block.nodes):
             continue
@@ -212,8 +226,10 @@ def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
             p, c = lift(parent.gm, mapped, am)
         except (KeyError, ValueError):
             continue
-        if fingerprint_of(p) == shape and len(mapped.inputs) == len(sub.inputs):
+        if (fingerprint_of(p) == shape and len(mapped.inputs) == len(sub.inputs)
+                and taken.isdisjoint(mapped.nodes)):
             found.append(_Instance(other.path, mapped, p, c))
+            taken.update(mapped.nodes)
     return found
 
 
@@ -267,7 +283,7 @@ def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis
         torch.manual_seed(seed)
         _splice_each(child, rw, applied, result, made)
     rw.commit()
-    annotate_shapes(child, parent.example_inputs)
+    _annotate(child, parent.example_inputs)
     return child, [spliced_part(child, old, list(p.nodes), list(p.outputs)) for old, p in made]
 
 
@@ -280,7 +296,8 @@ def _splice_each(child: fx.GraphModule, rw: Rewriter, applied: Sequence[_Instanc
         # consecutive blocks: this instance may read the output of one spliced before it
         sub = Subgraph(old.nodes, tuple(renamed.get(n, n) for n in old.inputs), old.outputs)
         try:
-            part = splice(child, sub, program, inst.context.bindings, rewriter=rw)
+            part = splice(child, sub, program, inst.context.bindings, rewriter=rw,
+                          context=inst.context)
         except ValueError as exc:
             raise SynthesisFailed(f"cannot splice into {inst.path}: {exc}", prop="structure") \
                 from exc
@@ -328,7 +345,7 @@ def _block_mutation(kind: str):
         part = duplicate_block(child, block) if kind == "duplicate" else None
         if kind == "delete":
             delete_block(child, block)
-        annotate_shapes(child, parent.example_inputs)
+        _annotate(child, parent.example_inputs)
         _check([gate_runs(child, parent.example_inputs, parent.output_shape),
                 gate_fingerprint(parent.fingerprint, child)])
         code = _code_of(child, [part]) if part is not None else f"# {block.path} removed"

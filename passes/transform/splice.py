@@ -12,8 +12,10 @@ from alphac.analysis import AnalysisManager
 from alphac.ir import Subgraph
 from alphac.passes.analysis.index import graph_index
 from alphac.passes.analysis.program import Program, ProgramOp
+from alphac.passes.analysis.program_infer import Context, _floats_of, value_shapes
 from alphac.passes.analysis.registry import Built, OpSpec, Ref, materialise
 from alphac.passes.analysis.registry.normalize import Op, module_spec
+from alphac.passes.analysis.shape import _constant, traced_shape
 from alphac.rewriter import Rewriter
 
 __all__ = ["insert_built", "splice", "spliced_part"]
@@ -21,13 +23,16 @@ __all__ = ["insert_built", "splice", "spliced_part"]
 
 def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
            context_bindings: Mapping[sympy.Symbol, int], am: AnalysisManager | None = None, *,
-           rewriter: Rewriter | None = None) -> Subgraph:
+           rewriter: Rewriter | None = None, context: Context | None = None) -> Subgraph:
     """Replace ``subgraph`` by ``program`` instantiated at ``context_bindings``.
 
     Pre: ``subgraph`` is convex (no path leaves it and comes back, else ValueError);
     ``program.inputs`` bind to ``subgraph.inputs`` in order and ``program.outputs`` stand for
     ``subgraph.outputs`` in order; every op kind has a materialise rule
-    (:func:`~alphac.passes.analysis.registry.materialise`). Post: each op is a fresh module at
+    (:func:`~alphac.passes.analysis.registry.materialise`). ``context`` is the instance's (as
+    ``lift`` gives it; by default the inputs' traced shapes): materialise reads each operand's
+    concrete shape from it, since a node this splice made has no ``tensor_meta`` (a batch
+    norm's class follows its input's rank). Post: each op is a fresh module at
     this instance's widths (named ``<block>_syn_<kind>_<i>``, e.g. ``layer1_0_syn_conv_0``) or,
     where its ``source`` names a submodule whose spec equals the op's, that module (weights
     kept), or, where it names a function or method call of ``subgraph`` whose spec equals the
@@ -51,14 +56,19 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
     prefix = f"{prefix.replace('.', '_')}_syn" if prefix else "syn"
 
     calls = _lifted_calls(gm, subgraph, nodes, am) if any(op.source for op in program.ops) else {}
+    if context is None:
+        context = _traced_context([nodes[n] for n in subgraph.inputs], context_bindings)
+    shapes = value_shapes(program, context)
 
     def build(rw: Rewriter, inputs: tuple[fx.Node, ...]) -> list[fx.Node]:
         values = list(inputs)
         for op, spec in zip(program.ops, specs, strict=True):
             operands = [values[i] for i in op.operands]
             copied = _copy_call(rw, calls.get(op.source or ""), spec, operands)
+            known = tuple(shapes[i] if shapes[i] is not None else _shape(values[i])
+                          for i in op.operands)
             values.append(copied if copied is not None
-                          else _insert_op(rw, op, spec, operands, prefix, stack))
+                          else _insert_op(rw, op, spec, operands, known, prefix, stack))
         return [values[i] for i in program.outputs]
 
     first = len(rw.created)
@@ -99,10 +109,19 @@ def _check_convex(nodes: Mapping[str, fx.Node], subgraph: Subgraph) -> None:
 
 def _lifted_calls(gm: fx.GraphModule, subgraph: Subgraph, nodes: Mapping[str, fx.Node],
                   am: AnalysisManager | None) -> dict[str, tuple[fx.Node, Op]]:
-    """The subgraph's function and method calls by name, with their normalised ops."""
+    """The subgraph's calls an op can be copied from, with their normalised ops, keyed like the
+    ops' ``source``: function and method calls by node name, and calls of modules no rule knows
+    (kind ``unknown``) by target, which only a copy calls with all their arguments
+    (``attn(t, t, t, need_weights=False)``; a rebuilt call would pass the operands alone)."""
     index = graph_index(gm, am)
-    return {name: (nodes[name], index.op(nodes[name])) for name in subgraph.nodes
-            if nodes[name].op in ("call_function", "call_method")}
+    calls: dict[str, tuple[fx.Node, Op]] = {}
+    for name in subgraph.nodes:
+        node = nodes[name]
+        if node.op in ("call_function", "call_method"):
+            calls[name] = (node, index.op(node))
+        elif node.op == "call_module" and index.op(node).spec.kind == "unknown":
+            calls[str(node.target)] = (node, index.op(node))
+    return calls
 
 
 def _copy_call(rw: Rewriter, old: tuple[fx.Node, Op] | None, spec: OpSpec,
@@ -126,8 +145,8 @@ def _copy_call(rw: Rewriter, old: tuple[fx.Node, Op] | None, spec: OpSpec,
                      meta={"nn_module_stack": stack} if stack else None)
 
 
-def _insert_op(rw: Rewriter, op: ProgramOp, spec: OpSpec, operands: list[fx.Node], prefix: str,
-               stack: dict[str, Any]) -> fx.Node:
+def _insert_op(rw: Rewriter, op: ProgramOp, spec: OpSpec, operands: list[fx.Node],
+               shapes: tuple[Any, ...], prefix: str, stack: dict[str, Any]) -> fx.Node:
     source = _reusable(rw.gm, op, spec)
     if source is not None:
         node = rw.insert("call_module", op.source, tuple(operands))
@@ -135,7 +154,6 @@ def _insert_op(rw: Rewriter, op: ProgramOp, spec: OpSpec, operands: list[fx.Node
         return node
     if op.source is not None and spec.kind == "get_attr":
         return rw.get_attr(op.source)
-    shapes = tuple(_shape(n) for n in operands)
     node = insert_built(rw, materialise(spec, shapes), operands, name=f"{prefix}_{spec.kind}")
     if node.op == "call_module":
         node.meta["nn_module_stack"] = {**stack, str(node.target): (
@@ -172,6 +190,12 @@ def _bind(value: Any, operands: list[fx.Node]) -> Any:
     if isinstance(value, slice):
         return slice(*(_bind(v, operands) for v in (value.start, value.stop, value.step)))
     return value
+
+
+def _traced_context(inputs: list[fx.Node], bindings: Mapping[sympy.Symbol, int]) -> Context:
+    """The inputs' traced shapes as the context (constants: only concrete shapes are read)."""
+    return Context(tuple(_constant(traced_shape(n)) for n in inputs),
+                   tuple(_floats_of(n) for n in inputs), bindings)
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ from alphac.passes.analysis.program_infer import (
     depth_of,
     mixing_of,
     shape_of,
+    value_shapes,
 )
 from alphac.passes.analysis.registry import OpSpec
 from alphac.passes.analysis.shape import ShapeFact, ShapeProperty, TensorShape
@@ -342,6 +344,9 @@ def _drop_branch(search: _Search, replacements: Mapping[Chain, Sequence[OpSpec]]
     if not junctions:
         return None
     value, keep = search.rng.choice(junctions), search.rng.randrange(2)
+    kept = program.ops[value - n].operands[keep]
+    if value_shapes(program, search.problem.contexts[0])[kept] is None:
+        return None  # a scalar (``q @ k * d ** -0.5``'s size arithmetic) is no branch to keep
     programs = [drop_operand(with_chains(p, replacements), value, keep)
                 for p in search.problem.programs]
     if not programs[0].ops:
@@ -382,6 +387,8 @@ def synthesize(problem: Problem, rng: random.Random,
     :class:`~alphac.errors.SynthesisFailed` when no attempt succeeds within the budget.
     """
     config = config or SynthesisConfig()
+    if os.environ.get("ALPHAC_BENCH_SLOWDOWN_S"):  # only bench/compare.py's acceptance check
+        time.sleep(float(os.environ["ALPHAC_BENCH_SLOWDOWN_S"]))
     start = time.monotonic()
     search = _Search(problem, rng, config, start + config.budget_s)
     search.slots = chain_slots(problem)

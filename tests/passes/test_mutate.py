@@ -293,3 +293,54 @@ def test_random_edits_on_attention_chains_never_crash(zoo_model) -> None:
     t = zoo_model("vit_ti4")
     ok, reasons = _fuzz(t.gm, t.blocks, t.example_inputs, range(8, 14), mutator="random")
     assert ok >= 4, reasons
+
+
+class _NestedStage(nn.Module):
+    """A Sequential holding one Sequential: find_blocks gives both, with the same nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.stages = nn.Sequential(nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1)))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)).mean((2, 3)))
+
+
+def test_instances_holding_the_same_nodes_are_spliced_once() -> None:
+    """Found by the pipeline fuzz: ``stages`` and ``stages.0`` share a type and their nodes, so
+    the selected subgraph was also found "in the other instance" and spliced twice; the first
+    replacement was then dead and ``spliced_part`` raised ValueError (an empty Subgraph)."""
+    gm, blocks, example = _traced_module(_NestedStage().eval(), (2, 3, 8, 8))
+    assert [(b.path, [c.path for c in b.children]) for b in blocks] == [("stages", ["stages.0"])]
+    config = MutationConfig(other_instances_p=1.0)
+    ok, reasons = 0, []
+    for seed in range(6):
+        try:
+            child = mutate(gm, blocks, example, seed=seed, config=config, kind="rewrite")
+        except SynthesisFailed as exc:
+            reasons.append(exc.reason)
+            continue
+        assert len(child.record.instances) == 1
+        _check_child(gm, child, example)
+        ok += 1
+    assert ok >= 4, reasons
+
+
+def test_a_child_that_fails_while_annotated_is_refused_not_raised() -> None:
+    """Found by the pipeline fuzz on a torch.export MultiheadAttention: synthesis put a gelu in
+    place of a ``contiguous``, so a later ``aten.view`` got a strided value and
+    ``annotate_shapes`` raised RuntimeError out of mutate; such a child is refused like gate (b)
+    refuses one that fails to run."""
+    from alphac.passes.transform.mutate import _annotate
+
+    class Strided(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.gelu(x.transpose(1, 2)).view(2, -1)
+
+    gm = fx.symbolic_trace(Strided())
+    with pytest.raises(SynthesisFailed, match="gate runs: RuntimeError: view size") as caught:
+        _annotate(gm, (torch.randn(2, 3, 4),))
+    assert caught.value.prop == "gate"

@@ -316,3 +316,26 @@ def test_random_connected_subgraphs_are_exact(zoo_model, grow_subgraph, name):
     for _ in range(40):
         pool = set(rng.choice(model.blocks).nodes)
         assert_exact(model.gm, grow_subgraph(model.gm, pool, rng))
+
+
+class _FlattenedAttention(nn.Module):
+    """An image block that flattens to tokens and layer-norms them (a ViT block on a conv map)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.norm, self.proj = nn.Conv2d(3, 4, 1), nn.LayerNorm(4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.stem(x)
+        t = self.proj(self.norm(y.flatten(2).transpose(1, 2)))
+        return y + t.transpose(1, 2).reshape(y.shape)
+
+
+def test_a_block_input_read_through_a_flatten_gets_its_own_rank(traced):
+    """Found by the pipeline fuzz: the consumers' layout search carried the input's rank (4)
+    through ``flatten(2)`` (rank 3) to the layer norm and built a rank-4 probe of a rank-3
+    shape (ValueError). The flatten says nothing about NCHW, so the conv producing it decides."""
+    gm = traced(_FlattenedAttention(), (2, 3, 4, 4))
+    names = [n.name for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+    fact = assert_exact(gm, Subgraph.from_nodes(gm, names[1:]))
+    assert fact.inputs[0].layout == "NCHW" and same(fact.inputs[0].dims[1], 4)

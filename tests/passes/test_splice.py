@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from alphac.frontends.trace import annotate_shapes
 from alphac.ir import Subgraph
 from alphac.passes.analysis.ground_truth import check_mixing
 from alphac.passes.analysis.program import Program
+from alphac.passes.analysis.program_infer import lift
 from alphac.passes.analysis.registry import OpSpec
 from alphac.passes.analysis.registry.conv_pool import conv_spec
 from alphac.passes.transform.splice import splice
@@ -104,3 +107,57 @@ def test_a_splice_that_changes_nothing_does_not_bump(model) -> None:
     rw.splice(body, lambda rw, inputs: outputs)  # the subgraph in place of itself
     assert rw.commit() is False
     assert graph_version(model.gm) == 0
+
+
+class _TokenModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = torch.nn.Linear(5, 4), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x).transpose(1, 2)).transpose(1, 2).mean(1))
+
+
+@pytest.mark.parametrize("with_context", [True, False])
+def test_a_batch_norm_after_a_copied_call_follows_the_programs_rank(traced, with_context):
+    """Found by the pipeline fuzz: a batch norm reading a node the splice had just made (the
+    copied ``transpose``, which has no ``tensor_meta``) was built for rank 4 (BatchNorm2d) on a
+    rank-3 (B, C, N) value, and the child failed to run. The program's shapes give its rank."""
+    gm = traced(_TokenModel(), (2, 3, 5))
+    sub = Subgraph.from_nodes(gm, ["transpose", "relu", "transpose_1"])
+    lifted, ctx = lift(gm, sub)
+    norm = OpSpec.of("batch_norm", num_features=4, affine=True, bias=True, running_stats=True,
+                     batch_stats=False, eps=1e-5, momentum=0.1)
+    ops = (lifted.ops[0], replace(lifted.ops[1], spec=norm, source=None), lifted.ops[2])
+    program = replace(lifted, ops=ops)
+    splice(gm, sub, program, ctx.bindings, context=ctx if with_context else None)
+    norms = [m for m in gm.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert [type(m) for m in norms] == [torch.nn.BatchNorm1d]
+    assert gm(torch.randn(2, 3, 5)).shape == (2, 3)
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.norm = torch.nn.MultiheadAttention(8, 2, batch_first=True), \
+            torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        out, _ = self.attn(x, x, x, need_weights=False)
+        return self.norm(x + out)
+
+
+def test_a_module_without_rules_splices_back_as_called(traced):
+    """Found by the pipeline fuzz: a lifted ``nn.MultiheadAttention`` call (kind ``unknown``)
+    could be neither reused nor materialised, so every subgraph holding one failed to splice
+    (NotMaterialisable); it is now copied as called, with all its arguments."""
+    gm = traced(_Attention(), (2, 5, 8))
+    x = torch.randn(2, 5, 8)
+    before = gm(x)
+    names = [n.name for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+    sub = Subgraph.from_nodes(gm, names)
+    program, ctx = lift(gm, sub)
+    assert any(op.spec.kind == "unknown" for op in program.ops)
+    splice(gm, sub, program, ctx.bindings, context=ctx)
+    assert "self.attn(x, x, x, need_weights = False)" in gm.code
+    torch.testing.assert_close(gm(x), before)

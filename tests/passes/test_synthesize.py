@@ -11,6 +11,7 @@ import sympy
 from alphac.analysis import AnalysisManager
 from alphac.errors import SynthesisFailed
 from alphac.frontends.blocks import walk_blocks
+from alphac.ir import Subgraph
 from alphac.passes.analysis.program import Program
 from alphac.passes.analysis.program_infer import Context, infer, lift
 from alphac.passes.analysis.registry import OpSpec
@@ -199,3 +200,38 @@ def test_lifted_chain_ops_read_back_as_templates(zoo_model) -> None:
     body = chains(program)[0]
     labels = [template_of(program.ops[k].spec, ctx.bindings).label() for k in body.ops]
     assert labels == ["conv3x3 x1", "batch_norm", "relu", "conv3x3 x1", "batch_norm"]
+
+
+def test_a_scalar_operand_of_a_mul_is_never_the_branch_kept(traced) -> None:
+    """Found by the pipeline fuzz: attention scaled by size arithmetic, ``(q @ k^T) * d **
+    -0.5`` with ``d`` read off the input's shape, made the mul a junction whose operands are a
+    tensor and a float; dropping the tensor kept the float, the chain after it had no shape,
+    and the mixing inference raised TypeError. Only a tensor is kept."""
+    import torch
+    from torch import nn
+
+    class SizeScaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qk, self.proj = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):  # the reshape, a junction lifted as written, keeps float flags
+            b, n, c = x.shape
+            q = self.qk(x)
+            attn = torch.softmax(q @ q.transpose(-2, -1) * c ** -0.5, dim=-1)
+            return (attn @ self.proj(x)).reshape(b, n, c)
+
+    gm = traced(SizeScaled(), (2, 5, 8))
+    names = [n.name for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+    program, ctx = lift(gm, Subgraph.from_nodes(gm, names), AnalysisManager())
+    assert any(op.spec.kind == "mul" and len(set(op.operands)) == 2 for op in program.ops)
+    facts = infer(program, ctx)
+    same = Targets(facts.shape, facts.depth, facts.mixing)
+    config = SynthesisConfig(drop_branch_p=1.0, budget_s=2.0, max_attempts=2)
+    for seed in range(12):
+        try:
+            result = synthesize(Problem((program,), (ctx,), (same,)), random.Random(seed), config)
+        except SynthesisFailed:
+            continue
+        assert distances(same, infer(result.program, ctx)) == {"shape": 0, "depth": 0,
+                                                               "mixing": 0}

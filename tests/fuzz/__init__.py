@@ -1,0 +1,1 @@
+"""Fuzzing of the whole pipeline (trace -> properties -> mutate -> codegen) under hypothesis."""
