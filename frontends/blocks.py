@@ -159,6 +159,14 @@ def _chosen_calls(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> list[_Ca
     sites = Counter(c.path for c in calls)
     by_key = {c.key: c for c in calls}
     candidates = [c for c in calls if sites[c.path] == 1 and len(c.nodes) >= 2]
+    # a module whose only content is one submodule of its own class (a Sequential ``stages``
+    # around ``stages.0``) holds the same nodes: one instance, not two
+    innermost: dict[tuple, _Call] = {}
+    for c in candidates:
+        held = innermost.get((c.cls, tuple(c.nodes)))
+        if held is None or len(c.path.split(".")) > len(held.path.split(".")):
+            innermost[(c.cls, tuple(c.nodes))] = c
+    candidates = [c for c in candidates if innermost[(c.cls, tuple(c.nodes))] is c]
     counts = Counter(c.cls for c in candidates)
     # a class is a stage when every instance only wires: one torchvision InvertedResidual without
     # its residual add delegates all to a Sequential, yet the class is a block

@@ -187,3 +187,26 @@ def test_library_model_blocks(name):
         assert len(_calls(gm, block)) == 1, block.path  # one call site, never two
         assert all(set(c.nodes) <= set(block.nodes) for c in block.children), block.path
         assert block.subgraph(gm).outputs, block.path
+
+
+def test_a_container_around_a_single_container_is_not_a_second_instance():
+    from torch import nn
+
+    from alphac.frontends import find_blocks
+    from alphac.frontends.trace import trace
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 1)
+            self.stages = nn.Sequential(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1),
+                                                      nn.BatchNorm2d(8), nn.ReLU(),
+                                                      nn.Conv2d(8, 8, 1)))
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(self.stages(self.stem(x)).mean((2, 3)))
+
+    model = Net()
+    gm, _ = trace(model, (torch.randn(2, 3, 8, 8),))
+    assert find_blocks(gm, model) == []  # one Sequential stage: nothing is repeated
