@@ -45,7 +45,7 @@ demo: install data
 	$(BIN)/alphac inspect zoo:resnet18 --target cifar10
 	$(BIN)/alphac mutate zoo:resnet18 --target cifar10 --seed 1 --out .demo/mutant-1
 	rm -rf .demo/run
-	$(BIN)/alphac optimize zoo:resnet18 --target fashion-mnist --candidates 8 --budget 13m \
+	$(BIN)/alphac optimize zoo:resnet18 --target fashion-mnist --candidates 8 --budget 12m \
 		--subset 3000 --out .demo/run
 
 lint: install

@@ -426,21 +426,24 @@ class _Search:
         done = self.child_seconds or [m.seconds for m in self.members.values() if m.accs]
         return sum(done) / len(done) if done else 0.0
 
-    def final_estimate(self) -> float:
-        """Seconds the final retraining of the current front and the seed will take."""
+    def final_estimate(self, extra: int = 0) -> float:
+        """Seconds the final retraining of the current front and the seed (and ``extra`` more
+        models) will take."""
         seed = self.members.get(self.seed_id)
         if seed is None or not seed.accs:
             return 0.0
         per_proxy = seed.seconds / sum(self.s.eta ** r - (self.s.eta ** (r - 1) if r else 0)
                                        for r in range(len(seed.accs)))
         front = {c.id for c in pareto_front(self.candidates())} | {self.seed_id}
-        return len(front) * per_proxy * _work(self.s.final) / max(_work(self.s.proxy), 1.0)
+        return ((len(front) + extra) * per_proxy * _work(self.s.final)
+                / max(_work(self.s.proxy), 1.0))
 
     def budget_allows(self, seconds: float) -> bool:
         """Whether work of ``seconds`` still fits the budget with the final retraining."""
         if self.s.budget_s is None:
             return True
-        return self.elapsed() + seconds + self.final_estimate() <= self.s.budget_s
+        # the new work may join the front: its final retraining is reserved too
+        return self.elapsed() + seconds + self.final_estimate(extra=1) <= self.s.budget_s
 
     def progress(self) -> dict[str, Any]:
         """A snapshot for the live view: counts, the best so far, the front, an ETA."""
