@@ -447,7 +447,7 @@ class _Search:
 
     def progress(self) -> dict[str, Any]:
         """A snapshot for the live view: counts, the best so far, the front, an ETA."""
-        counts = self.journal.counts()
+        inds = self.journal.individuals()  # one read per event
         running = len(self.inflight)
         cands = self.candidates()
         seed = next((c for c in cands if c.id == self.seed_id), None)
@@ -457,13 +457,13 @@ class _Search:
         workers = max(1, getattr(self.executor, "workers", 1) or 1)
         eta_s = None
         if mean:
-            left = ((self.s.candidates - self.trained_count()) if self.s.candidates is not None
+            left = ((self.s.candidates - self.trained_count(inds)) if self.s.candidates is not None
                     else float("inf"))
             eta_s = max(0.0, left) * mean / workers + self.final_estimate()
             if self.s.budget_s is not None:
                 eta_s = min(eta_s, max(0.0, self.s.budget_s - self.elapsed()))
-        return {"trained": self.trained_count(), "total": self.s.candidates,
-                "running": running, "failed": counts.get("failed", 0),
+        return {"trained": self.trained_count(inds), "total": self.s.candidates,
+                "running": running, "failed": sum(i.status == "failed" for i in inds),
                 "synthesis_failed": self.synthesis_failures,
                 "promotions": sum(len(m.accs) - 1 for m in self.members.values() if m.accs),
                 "pareto": len(pareto_front(cands)), "elapsed_s": self.elapsed(),
@@ -475,9 +475,9 @@ class _Search:
                                                    "cost": best.cost}}
 
     # ---- the loop ---------------------------------------------------------------------------
-    def trained_count(self) -> int:
+    def trained_count(self, inds: list | None = None) -> int:
         """Children trained (done, or failed in training): the seed and synthesis not counted."""
-        return sum(1 for i in self.journal.individuals()
+        return sum(1 for i in (self.journal.individuals() if inds is None else inds)
                    if i.parent is not None and (i.status == "done" or (
                        i.status == "failed" and not (i.reason or "").startswith("synthesis:"))))
 

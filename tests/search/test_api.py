@@ -82,3 +82,16 @@ def test_the_example_script_runs_a_search_from_python(tmp_path: Path) -> None:
                           text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "best #" in done.stdout and "output (1, 10)" in done.stdout
+
+
+def test_a_timm_model_object_is_searched_end_to_end(tmp_path: Path) -> None:
+    import libmodels
+
+    model = libmodels._timm("resnet18", in_chans=1)  # built offline from its config, no weights
+    result = alphac.optimize(model, out=tmp_path / "run", candidates=2, rungs=0, **TINY)
+    with Journal.open(result.run_dir, readonly=True) as journal:
+        rows = journal.individuals()
+    assert [i.status for i in rows] == ["done"] * 3
+    assert len({i.fingerprint for i in rows}) == 3  # two real children, each a new model
+    assert check(result.run_dir) == [] and (result.best_dir / "model.pt2").is_file()
+    assert "timm" not in (result.best_dir / "model.py").read_text()  # torch only

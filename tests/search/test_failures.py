@@ -4,7 +4,6 @@ the report, and a candidate whose worker died is retried once (faults via ALPHAC
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
