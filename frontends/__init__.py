@@ -75,10 +75,15 @@ def load(
 ) -> TracedModel:
     """Load ``spec`` (``zoo:NAME`` or a .py path), trace it at ``input_shape`` (batch first).
 
-    The example input is seeded random data; every node gets ``meta['tensor_meta']``.
+    The model is built under ``torch.manual_seed(seed)`` (the global generator is restored after),
+    so the same ``seed`` gives the same initial weights, for zoo models and for model files that
+    draw their initialisation from torch's generator. The example input is seeded random data;
+    every node gets ``meta['tensor_meta']``.
     """
     shape = tuple(int(s) for s in input_shape)
-    module = load_module(spec, num_classes=num_classes, input_shape=shape[1:])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = load_module(spec, num_classes=num_classes, input_shape=shape[1:])
     generator = torch.Generator().manual_seed(seed)
     example = (torch.randn(shape, generator=generator),)
     gm, frontend = trace(module, example)

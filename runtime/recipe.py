@@ -27,8 +27,10 @@ class Recipe:
 
     ``lr`` is the peak learning rate; ``warmup`` the fraction of the budget spent ramping up to it.
     Norm and bias parameters (``ndim <= 1``) get no weight decay. ``subset`` keeps at most that
-    many training (and test) images, for quick runs. ``val_fraction`` of the training set is held
-    out, seeded, as the validation split the search optimizes.
+    many training images, for quick runs; ``val_fraction`` of the whole training set is held out,
+    seeded and outside the subset, as the validation split the search optimizes
+    (:func:`~alphac.runtime.pipeline.prepare_data`). The test split is the whole test set unless
+    ``test_subset`` limits it.
     """
 
     epochs: float = 10.0
@@ -45,6 +47,7 @@ class Recipe:
     augment: bool = True
     val_fraction: float = 0.1
     subset: int | None = None
+    test_subset: int | None = None
     eval_batch_size: int = 1000
     compile: bool = False
     channels_last: bool = True
@@ -64,6 +67,8 @@ class Recipe:
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),
             (self.subset is None or self.subset > 0, "subset must be a positive number of images"),
+            (self.test_subset is None or self.test_subset > 0,
+             "test subset must be a positive number of images"),
         ]
         for ok, message in checks:
             if not ok:

@@ -110,7 +110,7 @@ def load_task_data(
     dataset = load_dataset(spec, data_dir, seed=seed)
     return prepare_data(
         dataset, val_fraction=recipe.val_fraction, subset=recipe.subset, seed=seed,
-        device=resolve_device(device),
+        device=resolve_device(device), test_subset=recipe.test_subset,
     )
 
 

@@ -94,8 +94,8 @@ def train(
                                                show_default=False)] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
-    subset: Annotated[int | None, typer.Option("--subset", help="Use only N training (and test) "
-                                               "images.", show_default=False)] = None,
+    subset: Annotated[int | None, typer.Option("--subset", help="Train on only N images (the "
+                                               "validation and test splits stay whole).", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size.",
                                                    show_default=False)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.",

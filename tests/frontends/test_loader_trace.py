@@ -125,3 +125,20 @@ def test_parse_shape(text, shape):
 def test_parse_shape_rejects(text):
     with pytest.raises(InvalidInputShapeError):
         parse_shape(text)
+
+
+@pytest.mark.parametrize("spec", ["zoo:small_cnn", "FILE"])
+def test_the_same_seed_builds_the_same_initial_weights(spec, model_file):
+    spec, shape = ((model_file("residual_net"), (2, 3, 32, 32)) if spec == "FILE"
+                   else (spec, (2, 1, 28, 28)))
+    a, b = (load(spec, shape, num_classes=10, seed=4) for _ in range(2))
+    other = load(spec, shape, num_classes=10, seed=5)
+    torch.manual_seed(123)  # the caller's generator neither decides nor is disturbed
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    load(spec, shape, num_classes=10, seed=4)
+    assert torch.equal(torch.rand(1), before)
+    state_a, state_b, state_o = (m.gm.state_dict() for m in (a, b, other))
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert any(not torch.equal(state_a[k], state_o[k]) for k in state_a
+               if state_a[k].is_floating_point())

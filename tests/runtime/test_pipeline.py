@@ -45,11 +45,30 @@ def test_prepared_splits_hold_the_right_images():
     assert len(data.test) == 30
 
 
-def test_subset_limits_train_and_test_and_is_seeded():
+def test_subset_trains_on_images_outside_the_validation_split_and_keeps_the_test_set():
     a = prepare_data(_dataset(), val_fraction=0.1, subset=40, seed=3)
     b = prepare_data(_dataset(), val_fraction=0.1, subset=40, seed=3)
-    assert len(a.train) + len(a.val) == 40 and len(a.test) == 30
+    train_ids = set(a.train.source.images[:, 0, 0, 0].tolist())
+    val_ids = set(a.val.source.images[:, 0, 0, 0].tolist())
+    # val is 10% of the whole training set, never a slice of the subset; test is untouched
+    assert len(train_ids) == 40 and len(val_ids) == 10 and not train_ids & val_ids
+    assert len(a.test) == 30
     assert torch.equal(a.train.source.images, b.train.source.images)
+    assert torch.equal(a.val.source.images, b.val.source.images)
+    # the validation split does not depend on the subset, so runs at any --subset compare
+    full = prepare_data(_dataset(), val_fraction=0.1, seed=3)
+    assert torch.equal(full.val.source.images, a.val.source.images)
+
+
+def test_test_subset_is_asked_for_explicitly():
+    assert len(prepare_data(_dataset(), val_fraction=0.1, subset=40, seed=0, test_subset=7).test) == 7
+
+
+def test_a_subset_too_large_to_hold_out_carves_validation_from_itself():
+    data = prepare_data(_dataset(), val_fraction=0.1, subset=95, seed=0)
+    train_ids = set(data.train.source.images[:, 0, 0, 0].tolist())
+    val_ids = set(data.val.source.images[:, 0, 0, 0].tolist())
+    assert len(train_ids) + len(val_ids) == 95 and not train_ids & val_ids
 
 
 def test_random_crop_is_a_shifted_window_of_the_padded_image():
