@@ -36,6 +36,7 @@ import torch
 from torch import fx, nn
 
 from alphac.errors import CaptureWarning
+from alphac.frontends.library_modules import is_library_leaf, replace_library_leaves
 from alphac.modes import MODE_FLAGS, MODE_VALUES, ModeValue, follows_mode
 from alphac.rewriter import Rewriter
 
@@ -45,15 +46,16 @@ _ASSERTS = ("_assert_is_none", "_assert", "eq")
 
 
 class _LeafTracer(fx.Tracer):
-    """The default tracer, plus leaves chosen by qualified name."""
+    """The default tracer, plus leaves chosen by qualified name and the library modules that
+    :mod:`alphac.frontends.library_modules` replaces after tracing."""
 
     def __init__(self, leaves: frozenset[str]) -> None:
         super().__init__()
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name in self.leaves or super().is_leaf_module(
-            m, module_qualified_name)
+        return (module_qualified_name in self.leaves or is_library_leaf(m)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 def concrete_args(model: nn.Module) -> dict[str, Any]:
@@ -99,6 +101,7 @@ def _trace(model: nn.Module, training: bool, leaves: frozenset[str]) -> fx.Graph
         tracer = _LeafTracer(leaves)
         graph = tracer.trace(model, concrete_args=concrete_args(model) or None)
         gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    replace_library_leaves(gm)
     rw = Rewriter(gm, bump=False)  # capture: the graph is handed out at version 0
     _drop_concrete_placeholders(rw)
     # A submodule whose result is unused stays, as fx copied it (its parameters are the model's).

@@ -3,8 +3,9 @@
 torch.fx keeps module calls (``call_module``) and is preferred; it traces in both modes and
 merges them (:mod:`alphac.frontends.modes_capture`). Models with Python control flow on shapes
 fail there but trace through ``torch.export`` (shapes are static there, except a dynamic batch
-dimension), which yields aten-level ops; it exports in eval mode and its training flags follow
-the mode at run time. Either way ``.train()``/``.eval()`` on the returned graph behave as on the
+dimension), which yields aten-level ops; so do models whose fx graph would call a library's
+function as one opaque node (:func:`library_functions`). It exports in eval mode and its training
+flags follow the mode at run time. Either way ``.train()``/``.eval()`` on the returned graph behave as on the
 model. If both fail (typically a Python ``if`` on a tensor *value*), the error names the
 offending line of the user's code and says how to fix it.
 """
@@ -46,17 +47,39 @@ def trace(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[fx.
     try:
         gm = capture_fx(model)
         _start_in_mode(gm, model.training)
-        return gm, FX
+        if not library_functions(gm):
+            return gm, FX
+        fx_gm: fx.GraphModule | None = gm
     except Exception as fx_exc:  # noqa: BLE001 - any failure falls back to export
-        fx_error = fx_exc
+        fx_error, fx_gm = fx_exc, None
     try:
         gm = _export(model, tuple(example_inputs))
     except Exception as export_exc:  # noqa: BLE001 - reported with both causes below
+        if fx_gm is not None:  # opaque library calls, but a graph: keep it
+            return fx_gm, FX
         raise _both_failed(model, fx_error, export_exc) from None
     _warn_if_train_export_differs(model, tuple(example_inputs), gm)
     gm = follow_mode_in_export(gm)
     gm.train(model.training)
     return gm, EXPORT
+
+
+_TORCH_MODULES = ("torch", "operator", "_operator", "builtins", "math")
+
+
+def library_functions(gm: fx.GraphModule) -> list[str]:
+    """The functions from other libraries ``gm`` calls as single nodes, e.g. torchvision's
+    ``shifted_window_attention``, which it ``torch.fx.wrap``s because fx cannot trace it.
+
+    No analysis has a rule for such a call and generated code would import its library, so
+    :func:`trace` captures that model through torch.export instead, which traces into it.
+    """
+    found = []
+    for node in gm.graph.nodes:
+        module = getattr(node.target, "__module__", None) or ""
+        if node.op == "call_function" and module.split(".")[0] not in _TORCH_MODULES:
+            found.append(f"{module}.{getattr(node.target, '__qualname__', node.target)}")
+    return sorted(set(found))
 
 
 def _export(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],

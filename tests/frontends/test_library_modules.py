@@ -1,0 +1,109 @@
+"""Library code in a captured graph: torchvision's stochastic depth becomes a torch-only DropPath,
+and a graph that would call a library function as one opaque node is captured by torch.export."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alphac.analysis import AnalysisManager
+from alphac.codegen import generate_code
+from alphac.diagnostics import collect
+from alphac.frontends.library_modules import DropPath
+from alphac.frontends.trace import EXPORT, FX, annotate_shapes, library_functions, trace
+from alphac.ir import Subgraph
+from alphac.passes.analysis import DepthAnalysis, MixingAnalysis, ShapeAnalysis
+from tests import libmodels
+
+
+def window_pad(x: torch.Tensor) -> torch.Tensor:
+    """Pads the last axis to a multiple of 4: fx cannot trace the branch, so it is wrapped, as
+    torchvision wraps Swin's ``shifted_window_attention``."""
+    pad = (4 - x.shape[-1] % 4) % 4
+    if pad:
+        x = F.pad(x, (0, pad))
+    return x
+
+
+def value_gate(x: torch.Tensor) -> torch.Tensor:
+    """A branch on a value: neither tracer can go into it."""
+    return x if x.sum() > 0 else -x
+
+
+torch.fx.wrap("window_pad")
+torch.fx.wrap("value_gate")
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        libmodels._define_torchvision_schemas()
+        from torchvision.ops import StochasticDepth
+
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.drop = StochasticDepth(0.5, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(self.conv(x))
+
+
+class _Padded(nn.Module):
+    def __init__(self, gate: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = window_pad(self.conv(x))
+        return value_gate(y) if self.gate else y
+
+
+def test_torchvision_stochastic_depth_becomes_a_torch_only_drop_path():
+    model = _Residual().train()
+    x = torch.randn(8, 4, 6, 6)
+    gm, frontend = trace(model, (x,))
+    assert frontend == FX
+    assert isinstance(gm.get_submodule("drop"), DropPath)
+    assert gm.get_submodule("drop").drop_prob == 0.5
+    assert type(model.drop).__name__ == "StochasticDepth"  # the model keeps its own module
+    assert library_functions(gm) == []
+    for training in (True, False):  # same function in both modes, draw for draw
+        model.train(training)
+        gm.train(training)
+        torch.manual_seed(3)
+        want = model(x)
+        torch.manual_seed(3)
+        assert torch.equal(gm(x), want)
+    assert "torchvision" not in generate_code(gm)
+
+
+def test_drop_path_has_exact_rules():
+    model = _Residual().eval()
+    x = torch.randn(2, 4, 6, 6)
+    gm, _ = trace(model, (x,))
+    annotate_shapes(gm, (x,))
+    am = AnalysisManager()
+    with collect() as diag:
+        for analysis in (ShapeAnalysis(), MixingAnalysis(), DepthAnalysis()):
+            am.get(analysis, gm, Subgraph.whole(gm))
+    assert diag.findings() == ()
+
+
+def test_a_wrapped_library_function_is_captured_through_export():
+    model = _Padded().eval()
+    x = torch.randn(2, 3, 9, 9)  # the conv's 7 columns are padded to 8
+    gm, frontend = trace(model, (x,))
+    assert frontend == EXPORT
+    assert library_functions(gm) == []
+    assert torch.equal(gm(x), model(x))
+    assert "window_pad" not in generate_code(gm)
+
+
+def test_an_opaque_call_export_cannot_capture_keeps_the_fx_graph():
+    model = _Padded(gate=True).eval()
+    x = torch.randn(2, 3, 9, 9)
+    gm, frontend = trace(model, (x,))
+    assert frontend == FX
+    assert library_functions(gm) == [f"{__name__}.value_gate", f"{__name__}.window_pad"]
+    assert torch.equal(gm(x), model(x))
