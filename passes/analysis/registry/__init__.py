@@ -7,7 +7,8 @@ One file per op family registers its kinds and forms; importing this package imp
 ``activations``, ``elementwise`` (arithmetic, comparisons, identity, dropout), ``norms``,
 ``reductions``, ``conv_pool`` (conv, pools, pad), ``linear`` (linear, matmul, einsum,
 attention), ``layout`` (reshape, permute, cat, roll, ...), ``indexing`` (getitem, split, unbind,
-size queries) and ``constants`` (tensors made from sizes: arange, zeros, ...).
+size queries), ``constants`` (tensors made from sizes: arange, zeros, ...) and ``resize``
+(interpolate, upsample).
 
 Rules never see an ``fx.Node``. They read an :class:`OpSpec` -- the kind plus hyperparameters,
 where an argument that is another value of the program is a :class:`Ref` to an operand; if the
@@ -41,6 +42,7 @@ from alphac.passes.analysis.registry import (  # noqa: F401 - each registers its
     linear,
     norms,
     reductions,
+    resize,
 )
 from alphac.passes.analysis.registry.core import (
     BUILDS,
