@@ -54,7 +54,7 @@ import re
 import sys
 import textwrap
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from torch.fx.graph import CodeGen, _PyTreeCodeGen
 from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.utils import _pytree as pytree
 
+from alphac.channels import apply_channel_plan, plan_from_json
 from alphac.errors import UserError
 from alphac.modes import ModeValue
 
@@ -836,9 +837,13 @@ def write_model(gm: fx.GraphModule, directory: Path, *, class_name: str = "Model
     return path
 
 
-def inherit_weights(child: nn.Module, parent_state: Mapping[str, torch.Tensor]) -> InheritReport:
+def inherit_weights(child: nn.Module, parent_state: Mapping[str, torch.Tensor],
+                    plan: Sequence[Any] = ()) -> InheritReport:
     """Copy into ``child`` each tensor of ``parent_state`` whose name and shape match one of the
-    child's state tensors; the others keep their values. Reports what was copied and skipped."""
+    child's state tensors; the others keep their values. Then ``plan`` (a mutation's
+    :class:`~alphac.channels.ChannelStep` tuple, e.g. ``child.record.weight_plan``) maps the
+    channels of modules whose widths or names changed (:func:`alphac.channels.apply_channel_plan`).
+    Reports what was copied and skipped (a tensor the plan set counts as copied)."""
     copied: list[str] = []
     skipped: list[tuple[str, str]] = []
     with torch.no_grad():
@@ -851,4 +856,9 @@ def inherit_weights(child: nn.Module, parent_state: Mapping[str, torch.Tensor]) 
             else:
                 tensor.copy_(source.to(device=tensor.device, dtype=tensor.dtype))
                 copied.append(name)
+    steps = tuple(s if not isinstance(s, Mapping) else plan_from_json([s])[0] for s in plan)
+    if steps:
+        mapped = set(apply_channel_plan(child, parent_state, steps))
+        copied += sorted(mapped - set(copied))
+        skipped = [s for s in skipped if s[0] not in mapped]
     return InheritReport(tuple(copied), tuple(skipped))

@@ -158,6 +158,17 @@ class Rewriter:
                     kwargs: dict[str, Any] | None = None, **place: Any) -> fx.Node:
         return self.insert("call_method", method, args, kwargs, **place)
 
+    def replace_module(self, target: str, module: nn.Module) -> bool:
+        """Put ``module`` at the submodule path ``target`` (every call of the old module now
+        calls it); whether that changed anything (the same object: no change)."""
+        owner_path, _, name = target.rpartition(".")
+        owner = self.gm.get_submodule(owner_path) if owner_path else self.gm
+        if getattr(owner, name, None) is module:
+            return False
+        setattr(owner, name, module)
+        self.changed = True
+        return True
+
     def get_attr(self, target: str, **place: Any) -> fx.Node:
         """Read the parameter, buffer or submodule ``target`` (a dotted path on ``gm``)."""
         return self.insert("get_attr", target, **place)

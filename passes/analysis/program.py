@@ -51,6 +51,9 @@ class ProgramOp:
     floats: Any = None
     fallback: Any = None
     fixed_params: int | None = None
+    #: A synthesized op that starts from the parent's module at this path, its channels mapped
+    #: (:mod:`alphac.passes.transform.keep_weights`); splice marks the module it makes.
+    origin: str | None = None
 
 
 @dataclass(frozen=True)

@@ -110,9 +110,11 @@ def _copy(op: ProgramOp, remap: Mapping[int, int]) -> ProgramOp:
     return replace(op, operands=tuple(remap[v] for v in op.operands))
 
 
-def with_chains(program: Program, replacements: Mapping[Chain, Sequence[OpSpec]]) -> Program:
+def with_chains(program: Program,
+                replacements: Mapping[Chain, Sequence[OpSpec | ProgramOp]]) -> Program:
     """``program`` with each chain of ``replacements`` replaced by fresh ops of those specs
-    (no source: splice builds new modules); an empty replacement makes the chain an identity."""
+    (no source: splice builds new modules), or by those ops (their ``source``/``origin`` kept,
+    operands set here); an empty replacement makes the chain an identity."""
     n = len(program.inputs)
     first = {c.ops[0]: c for c in replacements}
     inside = {k for c in replacements for k in (*c.ops, *c.constants)}
@@ -123,7 +125,8 @@ def with_chains(program: Program, replacements: Mapping[Chain, Sequence[OpSpec]]
         if chain is not None:
             value = remap[chain.input]
             for spec in replacements[chain]:
-                ops.append(ProgramOp(spec, (value,)))
+                ops.append(replace(spec, operands=(value,)) if isinstance(spec, ProgramOp)
+                           else ProgramOp(spec, (value,)))
                 value = n + len(ops) - 1
             remap[chain.output] = value
         elif k not in inside:

@@ -1,7 +1,11 @@
 """mutate: one child of a parent model, by property-guided synthesis or a block mutation.
 
-ALGORITHM.md section 3. A mutation is drawn from the mix [60% rewrite, 20% duplicate a block, 20%
-delete a block; the block mutations only where some block keeps its shape]. A *rewrite* picks a
+ALGORITHM.md section 3. A mutation is drawn from the mix [40% rewrite, 30% width, 15% duplicate a
+block, 15% delete a block; a width mutation only where the model has an internal width
+(:mod:`.width_mutation`), the block mutations only where some block keeps its shape; else a
+rewrite]. A *width* mutation narrows or widens one internal width (a hidden layer's channels)
+and, with probability 0.5 each, the same layer in the other instances of its block; the kept
+channels inherit their weights by magnitude (the record's ``weight_plan``). A *rewrite* picks a
 block instance, selects a connected subgraph in it (:mod:`.select_subgraph`), lifts it to a
 program, perturbs its depth and mixing once (:mod:`.mutate_properties`), synthesizes a
 replacement meeting the perturbed targets in every context (:mod:`.synthesize`), and splices it
@@ -33,12 +37,14 @@ import torch
 from torch import fx
 
 from alphac.analysis import AnalysisManager
+from alphac.channels import ChannelStep
 from alphac.errors import SynthesisFailed
 from alphac.ir import Subgraph, annotate_shapes
 from alphac.passes.analysis.cost import model_cost
-from alphac.passes.analysis.program import Program
+from alphac.passes.analysis.program import Program, ProgramOp
 from alphac.passes.analysis.program_infer import Context, fingerprint_of, infer, lift
 from alphac.passes.transform.block_mutations import delete_block, duplicate_block, eligible_blocks
+from alphac.passes.transform.chains import drop_operand, with_chains
 from alphac.passes.transform.gates import (
     Gate,
     annotated_output_shape,
@@ -47,11 +53,18 @@ from alphac.passes.transform.gates import (
     gate_runs,
     model_fingerprint,
 )
+from alphac.passes.transform.keep_weights import aligned_chains, channel_plan
 from alphac.passes.transform.mutate_properties import Targets, mutate_properties
 from alphac.passes.transform.random_edit import random_edit
 from alphac.passes.transform.select_subgraph import select_subgraph, whole_model_region
-from alphac.passes.transform.splice import splice, spliced_part
+from alphac.passes.transform.splice import ORIGIN_KEY, splice, spliced_part
 from alphac.passes.transform.synthesize import Problem, Synthesis, SynthesisConfig, synthesize
+from alphac.passes.transform.width_mutation import (
+    new_width,
+    resize_group,
+    same_role,
+    width_groups,
+)
 from alphac.rewriter import Rewriter
 
 __all__ = ["MUTATORS", "Child", "MutationConfig", "MutationRecord", "draw_kind", "mutate"]
@@ -68,10 +81,13 @@ class MutationConfig:
     sequential: bool = False
     depth_p: float = 0.5
     delta_max: int = 2
-    mixing_p: float = 0.5
+    mixing_p: float = 0.2  # the reference 0.5 freed half the chains of every mixing target
     other_instances_p: float = 0.2
-    rewrite_p: float = 0.6
-    duplicate_p: float = 0.2
+    rewrite_p: float = 0.4
+    width_p: float = 0.3
+    duplicate_p: float = 0.15
+    width_ratios: tuple[float, ...] = (0.25, 0.5, 0.5, 0.75, 0.75, 1.5)
+    width_others_p: float = 0.5
     max_contexts: int = 4
     attempts: int = 6
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
@@ -102,6 +118,9 @@ class MutationRecord:
     fingerprint_parent: str
     fingerprint_child: str
     synthesis_seconds: float = 0.0
+    #: How the child's changed modules start from the parent's trained ones (channels kept by
+    #: magnitude, unchanged ops under new names): :func:`alphac.codegen.inherit_weights`'s plan.
+    weight_plan: tuple[ChannelStep, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,14 +195,16 @@ class _Parent:
 
 def draw_kind(gm: fx.GraphModule, blocks: Sequence[Any], rng: random.Random,
               config: MutationConfig, am: AnalysisManager | None = None) -> str:
-    """``rewrite``, ``duplicate`` or ``delete`` by the mix (rewrite when no block keeps its
-    shape)."""
+    """``rewrite``, ``width``, ``duplicate`` or ``delete`` by the mix (rewrite where the drawn
+    kind has nothing to act on)."""
     r = rng.random()
     if r < config.rewrite_p:
         return "rewrite"
+    if r < config.rewrite_p + config.width_p:
+        return "width" if width_groups(gm) else "rewrite"
     if not eligible_blocks(gm, list(_walk(blocks)), am):
         return "rewrite"
-    return "duplicate" if r < config.rewrite_p + config.duplicate_p else "delete"
+    return "duplicate" if r < config.rewrite_p + config.width_p + config.duplicate_p else "delete"
 
 
 def _annotate(child: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
@@ -264,34 +285,39 @@ def _rewrite(parent: _Parent, rng: random.Random, mutator: str, config: Mutation
         result = synthesize(Problem(problem_programs, tuple(i.context for i in used),
                                     tuple(targets)), rng, synth)
     synthesis_seconds = time.monotonic() - began
-    child, parts = _splice_all(parent, applied, result, rng.randrange(2**31))
+    child, parts, plan = _splice_all(parent, applied, result, rng.randrange(2**31))
     gates = [gate_runs(child, parent.example_inputs, parent.output_shape),
              gate_fingerprint(parent.fingerprint, child)]
     if targets is not None:
         gates.insert(0, gate_properties(child, parts, targets[:len(applied)]))
     _check(gates)
     record = _rewrite_record(parent, block, applied, sub, result, targets, child, parts)
-    return child, {**record, "synthesis_seconds": synthesis_seconds}
+    return child, {**record, "synthesis_seconds": synthesis_seconds, "weight_plan": plan}
 
 
 def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis, seed: int
-                ) -> tuple[fx.GraphModule, list[Subgraph]]:
+                ) -> tuple[fx.GraphModule, list[Subgraph], tuple[ChannelStep, ...]]:
     child = copy.deepcopy(parent.gm)
     rw = Rewriter(child)
     made = []
     with torch.random.fork_rng(devices=[]):  # fresh modules' init follows the seed, not history
         torch.manual_seed(seed)
-        _splice_each(child, rw, applied, result, made)
+        plan = _splice_each(child, rw, applied, result, made)
     rw.commit()
     _annotate(child, parent.example_inputs)
-    return child, [spliced_part(child, old, list(p.nodes), list(p.outputs)) for old, p in made]
+    parts = [spliced_part(child, old, list(p.nodes), list(p.outputs)) for old, p in made]
+    return child, parts, tuple(plan)
 
 
 def _splice_each(child: fx.GraphModule, rw: Rewriter, applied: Sequence[_Instance],
-                 result: Synthesis, made: list) -> None:
+                 result: Synthesis, made: list) -> list[ChannelStep]:
+    """Splice the replacement into each applied instance, keeping the parent's modules where
+    the synthesis wrote an op as it was and mapping channels where only widths changed
+    (:mod:`.keep_weights`); the channel plan of every instance."""
     renamed: dict[str, str] = {}  # an instance's old output -> the node now standing for it
+    plan: list[ChannelStep] = []
     for inst in applied:
-        program = result.program_for(inst.program)
+        program, chain_ops = _kept_weights_program(result, inst.program)
         old = inst.subgraph
         # consecutive blocks: this instance may read the output of one spliced before it
         sub = Subgraph(old.nodes, tuple(renamed.get(n, n) for n in old.inputs), old.outputs)
@@ -303,6 +329,27 @@ def _splice_each(child: fx.GraphModule, rw: Rewriter, applied: Sequence[_Instanc
                 from exc
         renamed.update(zip(old.outputs, part.outputs, strict=True))
         made.append((sub, part))
+        created = set(part.nodes)
+        origins = {n.meta[ORIGIN_KEY]: str(n.target) for n in child.graph.nodes
+                   if n.name in created and ORIGIN_KEY in n.meta}
+        old_specs = {op.source: op.spec for op in inst.program.ops if op.source}
+        for ops in chain_ops:
+            steps, _ = channel_plan(ops, [origins.get(op.origin or "") for op in ops], old_specs,
+                                    len(plan))
+            plan += steps
+    return plan
+
+
+def _kept_weights_program(result: Synthesis, lifted: Program
+                          ) -> tuple[Program, list[tuple[ProgramOp, ...]]]:
+    """``result`` applied to an instance lifted as ``lifted``, each new chain aligned with the
+    old one (:func:`~.keep_weights.aligned_chains`); the aligned ops of each chain."""
+    chain_ops = {chain: aligned_chains([lifted.ops[k] for k in chain.ops], specs)
+                 for chain, _, specs in result.chains}
+    program = with_chains(lifted, chain_ops)
+    if result.dropped is not None:
+        program = drop_operand(program, *result.dropped)
+    return program, list(chain_ops.values())
 
 
 def _rewrite_record(parent: _Parent, block: Any, applied: Sequence[_Instance], sub: Subgraph,
@@ -357,7 +404,44 @@ def _block_mutation(kind: str):
     return run
 
 
-_ATTEMPTS = {"rewrite": _rewrite, "duplicate": _block_mutation("duplicate"),
+# ---- width ------------------------------------------------------------------------------------
+def _width(parent: _Parent, rng: random.Random, mutator: str, config: MutationConfig):
+    groups = width_groups(parent.gm)
+    if not groups:
+        raise SynthesisFailed("the model has no internal width (a conv/linear output read only "
+                              "by other convs/linears through channel-wise ops)",
+                              prop="structure")
+    group, ratio = rng.choice(groups), rng.choice(config.width_ratios)
+    chosen = [group, *[g for g in same_role(groups, group) if rng.random() < config.width_others_p]]
+    child = copy.deepcopy(parent.gm)
+    rw = Rewriter(child)
+    plan: list[ChannelStep] = []
+    widths: dict[str, list[int]] = {}
+    with torch.random.fork_rng(devices=[]):  # fresh modules' init follows the seed
+        torch.manual_seed(rng.randrange(2**31))
+        for gid, g in enumerate(chosen):
+            width = new_width(g.width, ratio)
+            if width is not None:
+                plan += resize_group(rw, g, width, gid)
+                widths[g.producer] = [g.width, width]
+    if not widths:
+        raise SynthesisFailed(f"width x{ratio} leaves {group.producer}'s {group.width} channels "
+                              "as they are", prop="structure")
+    rw.commit()
+    _annotate(child, parent.example_inputs)
+    _check([gate_runs(child, parent.example_inputs, parent.output_shape),
+            gate_fingerprint(parent.fingerprint, child)])
+    block = next((b for b in parent.blocks if group.producer in b.nodes), None)
+    nodes = tuple(n for g in chosen if g.producer in widths for n in g.nodes)
+    code = _code_of(child, [Subgraph.from_nodes(child, nodes)])
+    return child, {"kind": "width", "block": getattr(block, "path", None),
+                   "block_type": getattr(block, "type", None),
+                   "instances": tuple(widths), "subgraph": nodes, "chains": (),
+                   "targets": None, "achieved": {"widths": widths}, "replaced_code": code,
+                   "candidates": len(groups), "weight_plan": tuple(plan)}
+
+
+_ATTEMPTS = {"rewrite": _rewrite, "width": _width, "duplicate": _block_mutation("duplicate"),
              "delete": _block_mutation("delete")}
 
 
@@ -365,7 +449,7 @@ def _accept(parent: _Parent, child: fx.GraphModule, fields: dict[str, Any], seed
             mutator: str, attempt: int, start: float) -> Child:
     cost = model_cost(child, parent.example_inputs)
     record = MutationRecord(
-        mutator=mutator if fields["kind"] == "rewrite" else "block", seed=seed, attempts=attempt,
+        mutator={"rewrite": mutator, "width": "width"}.get(fields["kind"], "block"), seed=seed, attempts=attempt,
         seconds=time.monotonic() - start, params_parent=parent.cost.params,
         params_child=cost.params, flops_parent=parent.cost.flops_per_sample,
         flops_child=cost.flops_per_sample, fingerprint_parent=parent.fingerprint,

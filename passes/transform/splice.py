@@ -18,7 +18,10 @@ from alphac.passes.analysis.registry.normalize import Op, module_spec
 from alphac.passes.analysis.shape import _constant, traced_shape
 from alphac.rewriter import Rewriter
 
-__all__ = ["insert_built", "splice", "spliced_part"]
+__all__ = ["ORIGIN_KEY", "insert_built", "splice", "spliced_part"]
+
+#: ``node.meta`` key of a module call spliced for an op with an ``origin`` (its value).
+ORIGIN_KEY = "alphac_origin"
 
 
 def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
@@ -155,6 +158,8 @@ def _insert_op(rw: Rewriter, op: ProgramOp, spec: OpSpec, operands: list[fx.Node
     if op.source is not None and spec.kind == "get_attr":
         return rw.get_attr(op.source)
     node = insert_built(rw, materialise(spec, shapes), operands, name=f"{prefix}_{spec.kind}")
+    if op.origin is not None and node.op == "call_module":
+        node.meta[ORIGIN_KEY] = op.origin  # the parent module whose channels it starts from
     if node.op == "call_module":
         node.meta["nn_module_stack"] = {**stack, str(node.target): (
             str(node.target), type(rw.gm.get_submodule(str(node.target))))}

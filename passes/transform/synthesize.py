@@ -52,6 +52,7 @@ from alphac.passes.transform.mutate_properties import Targets, distances
 from alphac.passes.transform.vocabulary import (
     Template,
     chain_specs,
+    family_of,
     fit_width,
     layout_kind,
     vocabulary,
@@ -81,6 +82,16 @@ class SynthesisConfig:
     continue_p: float = 0.2
     drop_branch_p: float = 0.2
     strategy: str = "property"
+    #: The op-type draw's prior (alphac, beyond the reference): the replaced chain's own op
+    #: types weigh ``own_family_weight`` times more, and the types in ``family_weights`` are
+    #: scaled, so a conv chain is rebuilt mostly from convs, norms and activations rather than
+    #: parameter-free ops that happen to meet relaxed targets.
+    own_family_weight: float = 4.0
+    family_weights: tuple[tuple[str, float], ...] = (("dropout", 0.25), ("scale", 0.25),
+                                                      ("softmax", 0.25), ("pool", 0.5))
+    #: The probability that concretization tries the wider grid on an op (else it keeps the
+    #: vocabulary's plain kernel 1/3, stride 1, groups 1, dilation 1).
+    concretize_p: float = 0.3
 
     def __post_init__(self) -> None:
         if self.strategy not in ("property", "enumerate"):
@@ -140,6 +151,8 @@ class Slot:
     out_width: Any
     vocab: tuple[Template, ...]
     values: tuple[tuple[TensorShape, TensorShape], ...]
+    families: frozenset[str] = frozenset()  # the op types of the chain as it was
+    kinds: frozenset[str] = frozenset()  # and its op kinds (relu over gelu on a tie)
 
 
 @dataclass
@@ -181,7 +194,9 @@ def chain_slots(problem: Problem) -> list[Slot]:
             if role in SPATIAL)
         vocab = vocabulary(x.layout, x.rank, width_value if isinstance(width_value, int) else None,
                            downsample=downsample)
-        slots.append(Slot(chain, x.layout, width, out_width, vocab, tuple(pairs)))
+        kinds = frozenset(program.ops[k].spec.kind for k in chain.ops)
+        slots.append(Slot(chain, x.layout, width, out_width, vocab, tuple(pairs),
+                          frozenset(map(family_of, kinds)), kinds))
     return slots
 
 
@@ -277,10 +292,14 @@ def _choose(search: _Search, slot: Slot, current: tuple[Template, ...],
     for t, d in scored:
         families.setdefault(t.family, {}).setdefault(d, []).append(t)
     names = sorted(families)
-    weights = [max(1.0 / (d + 0.1) ** 2 for d in families[f]) for f in names]
+    scaled = dict(search.config.family_weights)
+    weights = [max(1.0 / (d + 0.1) ** 2 for d in families[f])
+               * (search.config.own_family_weight if f in slot.families else scaled.get(f, 1.0))
+               for f in names]
     family = families[rng.choices(names, weights)[0]]
     ds = sorted(family)
-    options = [min(family[d], key=lambda t: (*_cost(search, slot, (*current, t)), t.label()))
+    options = [min(family[d], key=lambda t: (*_cost(search, slot, (*current, t)),
+                                             t.kind not in slot.kinds, t.label()))
                if len(family[d]) > 1 else family[d][0] for d in ds]
     return rng.choices(options, [1.0 / (d + 0.1) ** 2 for d in ds])[0]
 
@@ -318,6 +337,8 @@ def _concretize(search: _Search, assignment: dict[int, tuple[Template, ...]]) ->
     """Try the wider grid per op, in random order; keep the first value that satisfies all."""
     for index in sorted(assignment):
         for i, t in enumerate(assignment[index]):
+            if t.kind in _GRID and search.rng.random() >= search.config.concretize_p:
+                continue
             for param, values in _GRID.get(t.kind, {}).items():
                 order = list(values)
                 search.rng.shuffle(order)

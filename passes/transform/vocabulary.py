@@ -29,7 +29,8 @@ from alphac.passes.analysis.program import value_at
 from alphac.passes.analysis.registry import OpSpec
 from alphac.passes.analysis.registry.conv_pool import conv_spec, pool_params
 
-__all__ = ["FAMILIES", "Template", "chain_specs", "fit_width", "layout_kind", "vocabulary"]
+__all__ = ["FAMILIES", "Template", "chain_specs", "family_of", "fit_width", "layout_kind",
+           "vocabulary"]
 
 #: Op type of each template kind (the first level of the weighted choice).
 FAMILIES = {
@@ -39,6 +40,18 @@ FAMILIES = {
     "global_avg_pool": "pool", "dropout": "dropout", "scale": "scale",
 }
 _RESIZING = frozenset({"conv", "linear"})
+_ACTIVATION_KINDS = frozenset({"relu6", "tanh", "hardswish", "hardsigmoid", "leaky_relu", "elu",
+                               "mish"})
+
+
+def family_of(kind: str) -> str:
+    """The op type of a registry kind (a lifted op's), for the synthesizer's prior: the
+    template families, any activation as ``activation``, a drop path as ``dropout``."""
+    if kind in FAMILIES:
+        return FAMILIES[kind]
+    if kind in _ACTIVATION_KINDS:
+        return "activation"
+    return {"adaptive_avg_pool": "pool", "drop_path": "dropout", "mul": "scale"}.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -115,27 +128,32 @@ def vocabulary(layout: str, rank: int, width_value: int | None, *,
     """
     where = layout_kind(layout, rank)
     scale = 1.0 / math.sqrt(width_value) if width_value else 1.0
-    common = [Template(k) for k in _ACTIVATIONS]
-    common += [Template("dropout"), Template("scale", scale=round(scale, 6))]
-    if where == "channel_first":
-        strides = (1, 2) if downsample else (1,)
-        out = [Template("conv", kernel=k, ratio=r, stride=s)
-               for s in strides for k in (1, 3) for r in _RATIOS]
-        out += [Template("batch_norm"), Template("group_norm", groups=4)]
-        if rank == 4:
-            out += [Template(p, window=w) for p in ("avg_pool", "max_pool") for w in (2, 3)]
-            out += [Template("global_avg_pool")]
-            if downsample:
-                out += [Template(p, window=3, stride=2) for p in ("avg_pool", "max_pool")]
-        else:
-            out = [t for t in out if t.kind != "conv"]
-        return (*out, *common, Template("softmax"))
+    common = [Template(k) for k in _ACTIVATIONS] + [Template("dropout")]
+    if where == "channel_first":  # no 1/sqrt(C) scale or channel softmax in a conv chain
+        return (*_conv_vocabulary(rank, downsample), *common)
+    common.append(Template("scale", scale=round(scale, 6)))
     if where == "feature_last":
         out = [Template("linear", ratio=r) for r in _RATIOS] + [Template("layer_norm")]
         if rank == 2:
             out.append(Template("batch_norm"))
         return (*out, *common, Template("softmax"))
     return (*common, Template("softmax"))
+
+
+def _conv_vocabulary(rank: int, downsample: bool) -> list[Template]:
+    """Convs (kernel 1 and 3 at every width ratio, strided too when the chain downsamples),
+    norms and pools for a channel-first value of ``rank``."""
+    strides = (1, 2) if downsample else (1,)
+    out = [Template("conv", kernel=k, ratio=r, stride=s)
+           for s in strides for k in (1, 3) for r in _RATIOS]
+    out += [Template("batch_norm"), Template("group_norm", groups=4)]
+    if rank != 4:
+        return [t for t in out if t.kind != "conv"]
+    out += [Template(p, window=w) for p in ("avg_pool", "max_pool") for w in (2, 3)]
+    out += [Template("global_avg_pool")]
+    if downsample:
+        out += [Template(p, window=3, stride=2) for p in ("avg_pool", "max_pool")]
+    return out
 
 
 # ---- templates to specs --------------------------------------------------------------------------

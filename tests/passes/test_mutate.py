@@ -25,6 +25,7 @@ from alphac.passes.transform.gates import (
 )
 from alphac.passes.transform.mutate import MutationConfig, draw_kind, mutate
 from alphac.passes.transform.mutate_properties import Targets
+from alphac.passes.transform.width_mutation import width_groups
 from alphac.rewriter import graph_version
 
 SMALL = (2, 3, 16, 16)
@@ -186,16 +187,18 @@ def test_the_same_seed_gives_the_same_child(zoo_model) -> None:
     assert a.record.fingerprint_child == b.record.fingerprint_child
 
 
-def test_the_mix_is_60_20_20_and_rewrites_without_eligible_blocks(zoo_model) -> None:
+def test_the_mix_is_40_30_15_15_and_rewrites_where_the_kind_has_nothing_to_act_on(
+        zoo_model) -> None:
     t = zoo_model("resnet18")
     am = AnalysisManager()
     counts = collections.Counter(draw_kind(t.gm, t.blocks, random.Random(s), MutationConfig(),
                                            am) for s in range(400))
-    assert 0.52 < counts["rewrite"] / 400 < 0.68, counts
-    assert 0.13 < counts["duplicate"] / 400 < 0.27 and 0.13 < counts["delete"] / 400 < 0.27
+    assert 0.33 < counts["rewrite"] / 400 < 0.47, counts
+    assert 0.23 < counts["width"] / 400 < 0.37, counts
+    assert 0.09 < counts["duplicate"] / 400 < 0.21 and 0.09 < counts["delete"] / 400 < 0.21
     plain, _, _ = _traced_module(random_model(0))
-    no_blocks = {draw_kind(plain, [], random.Random(s), MutationConfig()) for s in range(20)}
-    assert no_blocks == {"rewrite"}
+    no_blocks = {draw_kind(plain, [], random.Random(s), MutationConfig()) for s in range(40)}
+    assert no_blocks == ({"rewrite", "width"} if width_groups(plain) else {"rewrite"})
 
 
 def test_forced_block_mutations(zoo_model) -> None:

@@ -58,6 +58,32 @@ def test_vocabulary_follows_the_layout() -> None:
     assert {"linear", "layer_norm", "gelu", "softmax"} <= tokens and "conv" not in tokens
     strided = [t for t in vocabulary("NCHW", 4, 64, downsample=True) if t.stride == 2]
     assert strided and not [t for t in vocabulary("NCHW", 4, 64) if t.stride == 2]
+    # a softmax over channels or a 1/sqrt(C) scale is never a sensible conv-chain op
+    assert not {"softmax", "scale"} & cnn and "scale" in tokens
+
+
+def test_the_prior_rebuilds_a_conv_chain_mostly_from_its_own_op_types(zoo_model) -> None:
+    """A residual body (conv bn relu conv bn) is resynthesized with convs and its own
+    activation far more often than the reference's uniform op-type draw does."""
+    _, _, program, ctx = _block(zoo_model, "resnet18", "layer1.1")
+    counts = {}
+    for strategy, config in (("prior", SynthesisConfig()),
+                             ("uniform", SynthesisConfig(own_family_weight=1.0, family_weights=(),
+                                                         concretize_p=1.0))):
+        convs = own = total = 0
+        for seed in range(10):
+            problem, _ = _problem(program, ctx, seed)
+            try:
+                result = synthesize(problem, random.Random(seed), config)
+            except SynthesisFailed:
+                continue
+            ops = [t for _, templates, _ in result.chains for t in templates]
+            convs += any(t.kind == "conv" for t in result.chains[0][1])
+            own += sum(t.kind in ("conv", "batch_norm", "relu") for t in ops)
+            total += len(ops)
+        counts[strategy] = (convs, own / max(total, 1))
+    assert counts["prior"][0] >= 8, counts
+    assert counts["prior"][1] > counts["uniform"][1], counts
 
 
 # ---- chains -------------------------------------------------------------------------------------
