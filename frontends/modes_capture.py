@@ -142,6 +142,13 @@ def _target_key(node: fx.Node) -> str:
     return re.sub(r"_tensor_constant\d+", "_tensor_constant", str(target))
 
 
+def _proxy_free(text: str) -> str:
+    """A string constant without the node names of proxies formatted into it: timm's
+    ``_assert(x.ndim == 4, f"expected 4D input (got {x.ndim}D input)")`` embeds
+    ``Proxy(getattr_40)``, numbered differently in the eval and the train trace."""
+    return re.sub(r"Proxy\([^()]*\)", "Proxy()", text)
+
+
 def _shape_key(node: fx.Node) -> str:
     """The node without its constant arguments: what must agree for a structural match."""
     def strip(value: Any) -> Any:
@@ -155,6 +162,8 @@ def _shape_key(node: fx.Node) -> str:
             return ("slice", strip(value.start), strip(value.stop), strip(value.step))
         if isinstance(value, torch.Tensor):
             return "tensor"
+        if isinstance(value, str):
+            return repr(_proxy_free(value))
         return "c" if isinstance(value, _SCALARS) else repr(value)
     return repr((node.op, _target_key(node), strip(node.args), strip(node.kwargs)))
 
@@ -180,6 +189,8 @@ def _constant_diffs(a: Any, b: Any, match: dict[fx.Node, fx.Node], path: tuple,
         return a is b
     if type(a) is type(b) and (a == b or a != a and b != b):  # NaN == NaN here
         return True
+    if isinstance(a, str) and isinstance(b, str):
+        return _proxy_free(a) == _proxy_free(b)
     if isinstance(a, _SCALARS) and isinstance(b, _SCALARS):
         out.append((path, a, b))
         return True

@@ -3,6 +3,10 @@ and a graph that would call a library function as one opaque node is captured by
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +18,9 @@ from alphac.frontends.library_modules import DropPath
 from alphac.frontends.trace import EXPORT, FX, annotate_shapes, library_functions, trace
 from alphac.ir import Subgraph
 from alphac.passes.analysis import DepthAnalysis, MixingAnalysis, ShapeAnalysis
-from tests import libmodels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import libmodels  # noqa: E402
 
 
 def window_pad(x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +113,33 @@ def test_an_opaque_call_export_cannot_capture_keeps_the_fx_graph():
     assert frontend == FX
     assert library_functions(gm) == [f"{__name__}.value_gate", f"{__name__}.window_pad"]
     assert torch.equal(gm(x), model(x))
+
+
+class _CheckedNorm(nn.Module):
+    """timm's ``BatchNormAct2d`` pattern: an assert whose message formats a proxy, after a
+    train-only op that dead-code elimination drops (so the two traces number nodes apart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            _ = x.ndim + 1  # unused: dropped, but it took the name getattr
+        torch._assert(x.ndim == 4, f"expected 4D input (got {x.ndim}D input)")
+        return F.batch_norm(x, self.bn.running_mean, self.bn.running_var, self.bn.weight,
+                            self.bn.bias, self.training)
+
+
+def test_an_assert_message_naming_a_proxy_does_not_make_a_leaf():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), _CheckedNorm()).train()
+    x = torch.randn(2, 3, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CaptureWarning
+        gm, frontend = trace(model, (x,))
+    assert frontend == FX
+    assert not [n for n in gm.graph.nodes if n.op == "call_module" and n.target == "1"]
+    for training in (False, True):
+        model.train(training)
+        gm.train(training)
+        assert torch.allclose(gm(x), model(x))
