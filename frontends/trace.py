@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 from alphac.errors import CaptureWarning, InvalidInputShapeError, TraceError
+from alphac.frontends.export_regions import inline_disabled_autocast
 from alphac.frontends.locate import user_location
 from alphac.frontends.modes_capture import (
     capture_fx,
@@ -98,6 +99,7 @@ def _export(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
             program = torch.export.export(model, example_inputs)
     gm = program.module()
     _drop_guard_node(gm)
+    inline_disabled_autocast(gm)
     return gm
 
 

@@ -143,3 +143,35 @@ def test_an_assert_message_naming_a_proxy_does_not_make_a_leaf():
         model.train(training)
         gm.train(training)
         assert torch.allclose(gm(x), model(x))
+
+
+class _LinearAttention(nn.Module):
+    """timm EfficientViT's pattern: attention under a disabled autocast, and a branch on a shape
+    (so torch.fx fails and torch.export captures it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if x.shape[1] > 1:
+            q = F.relu(q)
+        with torch.autocast(device_type="cpu", enabled=False):
+            out = (q @ k.transpose(-1, -2)).float() @ v
+        return out + x
+
+
+def test_a_disabled_autocast_region_of_an_export_is_inlined():
+    model = _LinearAttention().eval()
+    x = torch.randn(2, 5, 8)
+    gm, frontend = trace(model, (x,))
+    assert frontend == EXPORT
+    assert not [n for n in gm.graph.nodes if "autocast" in str(n.target)]
+    assert not [m for name, m in gm.named_children() if isinstance(m, torch.fx.GraphModule)]
+    assert torch.allclose(gm(x), model(x))
+    assert "autocast" not in generate_code(gm)
+    annotate_shapes(gm, (x,))
+    with collect() as diag:
+        AnalysisManager().get(MixingAnalysis(), gm, Subgraph.whole(gm))
+    assert diag.findings() == ()
