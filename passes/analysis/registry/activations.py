@@ -79,7 +79,7 @@ call_form(CallForm("relu"), "relu", "relu_")
 call_form(CallForm("relu6"), "relu6", "hardtanh")
 call_form(CallForm("gelu", ("approximate",), {"approximate": "none"}), "gelu")
 for _kind in ("silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "leaky_relu", "elu"):
-    call_form(CallForm(_kind), _kind)
+    call_form(CallForm(_kind), _kind, f"{_kind}_")  # aten's in-place overloads (export)
 call_form(CallForm("softmax", ("dim",), {"dim": -1}), "softmax", "_softmax")
 call_form(CallForm("log_softmax", ("dim",), {"dim": -1}), "log_softmax", "_log_softmax")
 

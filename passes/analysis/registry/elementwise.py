@@ -39,6 +39,7 @@ from alphac.passes.analysis.registry.core import (
     OpCost,
     OpKind,
     OpSpec,
+    Ref,
     call_form,
     module_form,
     refs,
@@ -188,7 +189,8 @@ register(
     OpKind("masked_fill", "linear", same_shape, _unary, free, layout="preserve",
            doc="x.masked_fill(mask, value): the mask broadcasts to x"),
     OpKind("identity", "transparent", same_shape, _elementwise(shape_only=True), free,
-           layout="preserve", doc="contiguous, clone, detach, alias, type_as, nn.Identity"),
+           layout="preserve", doc="contiguous, clone, detach, alias, type_as, a cast to a "
+           "floating dtype or a device (to), nn.Identity"),
     OpKind("dropout", "linear", same_shape, _unary, free, layout="preserve",
            doc="dropout (param p): identity at inference"),
     OpKind("drop_path", "linear", same_shape, _unary, free,
@@ -221,6 +223,24 @@ call_form(CallForm("compare", ("other",), finish=_compare), "gt", "lt", "ge", "l
 call_form(CallForm("masked_fill", ("mask", "value")), "masked_fill", "masked_fill_")
 call_form(CallForm("identity"), "contiguous", "clone", "detach", "alias")
 call_form(CallForm("identity", ("other",)), "type_as")
+
+
+def _float_cast(bound: dict[str, Any], shape_of: Any, name: str) -> dict[str, Any] | None:
+    """``x.to(torch.float32)``, ``x.to("cpu")``, aten ``to.dtype``/``_to_copy``: the identity
+    on the values when every dtype it names is a floating one (an integer cast is no identity:
+    its derivative is zero; a cast to another tensor's dtype is not read here)."""
+    values = [v for v in bound.values() if v is not None]
+    if any(isinstance(v, Ref | tuple) for v in values):
+        return None
+    dtypes = [v for v in values if isinstance(v, str) and v.startswith("torch.")
+              and v not in ("torch.strided", "torch.preserve_format", "torch.contiguous_format")]
+    floats = ("torch.float", "torch.bfloat16", "torch.half", "torch.double")
+    return {} if all(d.startswith(floats) for d in dtypes) else None
+
+
+call_form(CallForm("identity", ("a1", "a2", "a3", "a4", "dtype", "device", "non_blocking",
+                                "copy", "memory_format", "layout", "pin_memory"),
+                   finish=_float_cast), "to", "_to_copy")
 call_form(CallForm("dropout", ("p",), {"p": 0.5}), "dropout", "dropout1d", "dropout2d",
           "dropout3d", "alpha_dropout", "feature_alpha_dropout", "feature_dropout")
 
