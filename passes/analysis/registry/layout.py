@@ -74,6 +74,22 @@ def _missing(values: Any) -> bool:
 
 
 
+#: Above this many operations a size expression is compared structurally only: ``same`` would
+#: simplify it, which takes minutes for the nested floors of padded window partitions (timm
+#: DaViT, Hiera), and the comparison only decides which layout letters a reshape keeps.
+_SIMPLIFY_OPS = 40
+
+
+def _kept(a: Any, b: Any) -> bool:
+    """Whether a reshape keeps a dim: :func:`dims_same` for small expressions, equality else."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    small = all(sympy.count_ops(sympy.sympify(e)) <= _SIMPLIFY_OPS for e in (a, b))
+    return small and dims_same(a, b)
+
+
 def _sizes(value: Any) -> tuple | None:
     """A size list: a tuple of sizes, one tuple value (``x.view(y.shape)``) or a tensor whose
     shape it takes (``view_as``, ``expand_as``)."""
@@ -99,11 +115,11 @@ def _reshape_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
         dims[dims.index(None)] = sympy.Mul(*x.dims) / sympy.Mul(*known)
     letters = ["?"] * len(dims)
     for i in range(min(len(dims), x.rank)):  # unchanged leading dims keep their role
-        if not dims_same(dims[i], x.dims[i]):
+        if not _kept(dims[i], x.dims[i]):
             break
         letters[i] = x.layout[i]
     for i in range(1, min(len(dims), x.rank) + 1):  # and so do unchanged trailing dims
-        if not dims_same(dims[-i], x.dims[-i]):
+        if not _kept(dims[-i], x.dims[-i]):
             break
         letters[-i] = x.layout[-i]
     return TensorShape(tuple(dims), fix_layout(letters))
@@ -133,7 +149,7 @@ def _unflatten_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
         return None
     if len(known) != len(dims):
         dims[dims.index(None)] = x.dims[d] / sympy.Mul(*known)
-    letters = [x.layout[d] if dims_same(e, x.dims[d]) else "?" for e in dims]
+    letters = [x.layout[d] if _kept(e, x.dims[d]) else "?" for e in dims]
     layout = fix_layout(list(x.layout[:d]) + letters + list(x.layout[d + 1:]))
     return TensorShape((*x.dims[:d], *dims, *x.dims[d + 1:]), layout)
 
