@@ -7,8 +7,8 @@ One file per op family registers its kinds and forms; importing this package imp
 ``activations``, ``elementwise`` (arithmetic, comparisons, identity, dropout), ``norms``,
 ``reductions``, ``conv_pool`` (conv, pools, pad), ``linear`` (linear, matmul, einsum,
 attention), ``layout`` (reshape, permute, cat, roll, ...), ``indexing`` (getitem, split, unbind,
-size queries), ``constants`` (tensors made from sizes: arange, zeros, ...) and ``resize``
-(interpolate, upsample).
+size queries), ``constants`` (tensors made from sizes: arange, zeros, ...), ``resize``
+(interpolate, upsample) and ``math_ops`` (pow, sqrt, exp, sin, abs, ...).
 
 Rules never see an ``fx.Node``. They read an :class:`OpSpec` -- the kind plus hyperparameters,
 where an argument that is another value of the program is a :class:`Ref` to an operand; if the
@@ -40,6 +40,7 @@ from alphac.passes.analysis.registry import (  # noqa: F401 - each registers its
     indexing,
     layout,
     linear,
+    math_ops,
     norms,
     reductions,
     resize,
