@@ -8,7 +8,8 @@ One file per op family registers its kinds and forms; importing this package imp
 ``reductions``, ``conv_pool`` (conv, pools, pad), ``linear`` (linear, matmul, einsum,
 attention), ``layout`` (reshape, permute, cat, roll, ...), ``indexing`` (getitem, split, unbind,
 size queries), ``constants`` (tensors made from sizes: arange, zeros, ...), ``resize``
-(interpolate, upsample) and ``math_ops`` (pow, sqrt, exp, sin, abs, ...).
+(interpolate, upsample), ``math_ops`` (pow, sqrt, exp, sin, abs, ...) and ``norm_ops``
+(vector norms, F.normalize, clamp).
 
 Rules never see an ``fx.Node``. They read an :class:`OpSpec` -- the kind plus hyperparameters,
 where an argument that is another value of the program is a :class:`Ref` to an operand; if the
@@ -41,6 +42,7 @@ from alphac.passes.analysis.registry import (  # noqa: F401 - each registers its
     layout,
     linear,
     math_ops,
+    norm_ops,
     norms,
     reductions,
     resize,
