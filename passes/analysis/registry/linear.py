@@ -88,7 +88,10 @@ def _linear_shape(spec: OpSpec, ins: tuple[Any, ...]) -> TensorShape | None:
     x, fin, fout = tensor(ins), spec.get("in_features"), spec.get("out_features")
     if x is None or fin is None or fout is None or x.rank == 0:
         return None
-    width = scaled_width(x.dims[-1], fin, fout)
+    if isinstance(fin, int) and isinstance(fout, int):
+        width = scaled_width(x.dims[-1], fin, fout)
+    else:  # a lifted program's widths are already expressions of the block's symbols (4*C)
+        width = fout if isinstance(fout, sympy.Expr) else sympy.Integer(fout)
     return TensorShape((*x.dims[:-1], width), feature_last(x.layout))
 
 
