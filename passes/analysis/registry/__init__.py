@@ -8,8 +8,8 @@ One file per op family registers its kinds and forms; importing this package imp
 ``reductions``, ``conv_pool`` (conv, pools, pad), ``linear`` (linear, matmul, einsum,
 attention), ``layout`` (reshape, permute, cat, roll, ...), ``indexing`` (getitem, split, unbind,
 size queries), ``constants`` (tensors made from sizes: arange, zeros, ...), ``resize``
-(interpolate, upsample), ``math_ops`` (pow, sqrt, exp, sin, abs, ...) and ``norm_ops``
-(vector norms, F.normalize, clamp).
+(interpolate, upsample), ``math_ops`` (pow, sqrt, exp, sin, abs, ...), ``norm_ops``
+(vector norms, F.normalize, clamp) and ``interleave`` (repeat_interleave).
 
 Rules never see an ``fx.Node``. They read an :class:`OpSpec` -- the kind plus hyperparameters,
 where an argument that is another value of the program is a :class:`Ref` to an operand; if the
@@ -39,6 +39,7 @@ from alphac.passes.analysis.registry import (  # noqa: F401 - each registers its
     conv_pool,
     elementwise,
     indexing,
+    interleave,
     layout,
     linear,
     math_ops,
