@@ -11,7 +11,7 @@ LIBRARY_MODELS := timm==1.0.31 torchvision==0.28.0 transformers==5.24.0 huggingf
 	safetensors==0.8.0 pyyaml
 LIBRARY_MODEL_DEPS := regex tokenizers tqdm requests packaging filelock fsspec
 
-.PHONY: install data test demo lint bench bench-compare clean
+.PHONY: install data test demo lint bench bench-compare clean coverage
 
 install: $(STAMP)
 
@@ -75,6 +75,12 @@ bench-baseline: install data
 		$(BENCH) --benchmark-json=$(BENCH_RESULTS)/repeat-$$i.json || exit 1; \
 	done
 	$(BIN)/python bench/compare.py baseline $(BENCH_RESULTS)/repeat-*.json
+
+# Every timm architecture family and torchvision classification family through capture, exact
+# properties, the mixing check and mutation into standalone children (bench/library_coverage.py;
+# about 40 minutes on 2 cores); writes bench/results/library_coverage.md.
+coverage: install
+	$(BIN)/python bench/library_coverage.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
