@@ -80,6 +80,18 @@ class _Extra(nn.Module):
         return e
 
 
+class _Math(nn.Module):
+    """Elementwise math, norms, clamps, resizes and repeats (the kinds added for timm)."""
+
+    def forward(self, x):
+        a = torch.sqrt(torch.abs(x) + 1) + torch.rsqrt(x * x + 1) + x ** 2
+        b = torch.exp(a) + torch.log(a) + torch.sin(a) + torch.cos(a) + torch.erf(a)
+        c = torch.reciprocal(b) + torch.clamp(b, -1.0, 1.0)
+        d = nn.functional.normalize(c, dim=1) + torch.linalg.vector_norm(c, dim=1, keepdim=True)
+        e = nn.functional.interpolate(d, scale_factor=2.0, mode="nearest")
+        return e.repeat_interleave(2, dim=1)
+
+
 def _traced_cases():
     for name, (factory, shapes) in sorted(CASES.items()):
         try:
@@ -88,6 +100,7 @@ def _traced_cases():
             continue
         yield name, gm, [torch.randn(s) for s in shapes]
     yield "extra", fx.symbolic_trace(_Extra()), [torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)]
+    yield "math", fx.symbolic_trace(_Math()), [torch.randn(2, 4, 3, 5)]
 
 
 def test_every_kind_materialises_and_normalises_back() -> None:
