@@ -70,6 +70,7 @@ def prepare_data(
     seed: int = 0,
     device: torch.device | str = "cpu",
     test_subset: int | None = None,
+    val_subset: int | None = None,
 ) -> TaskData:
     """Split ``dataset`` (seeded) and move it to ``device``.
 
@@ -78,12 +79,17 @@ def prepare_data(
     small training subset still gets a large validation split from images it never trains on
     (60,000 Fashion-MNIST images at 0.1: 6,000 validation images for any subset). Where the
     rest cannot hold ``subset`` images (a small dataset), the validation split is carved from
-    the subset instead. The test split is the whole test set unless ``test_subset`` is given.
+    the subset instead. ``val_subset`` keeps a seeded random part of the validation split (its
+    other images are not trained on either), for quick runs. The test split is the whole test
+    set unless ``test_subset`` is given.
     Example: ``subset=3000`` on Fashion-MNIST gives 3,000 train, 6,000 val and 10,000 test.
     """
     device = torch.device(device)
     n = len(dataset.train)
     rest, val = split_indices(n, val_fraction, seed)
+    if val_subset is not None and val_subset < len(val):
+        keep = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed + 104729))
+        val = val[keep[:val_subset]].sort().values
     if subset is not None and subset < len(rest):
         pick = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 7919))
         train = rest[pick[:subset]].sort().values

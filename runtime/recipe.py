@@ -30,7 +30,7 @@ class Recipe:
     many training images, for quick runs; ``val_fraction`` of the whole training set is held out,
     seeded and outside the subset, as the validation split the search optimizes
     (:func:`~alphac.runtime.pipeline.prepare_data`). The test split is the whole test set unless
-    ``test_subset`` limits it.
+    ``test_subset`` limits it; ``val_subset`` limits the validation split (quick runs).
     """
 
     epochs: float = 10.0
@@ -48,6 +48,7 @@ class Recipe:
     val_fraction: float = 0.1
     subset: int | None = None
     test_subset: int | None = None
+    val_subset: int | None = None
     eval_batch_size: int = 1000
     compile: bool = False
     channels_last: bool = True
@@ -69,6 +70,8 @@ class Recipe:
             (self.subset is None or self.subset > 0, "subset must be a positive number of images"),
             (self.test_subset is None or self.test_subset > 0,
              "test subset must be a positive number of images"),
+            (self.val_subset is None or self.val_subset > 0,
+             "validation subset must be a positive number of images"),
         ]
         for ok, message in checks:
             if not ok:

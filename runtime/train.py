@@ -111,6 +111,7 @@ def load_task_data(
     return prepare_data(
         dataset, val_fraction=recipe.val_fraction, subset=recipe.subset, seed=seed,
         device=resolve_device(device), test_subset=recipe.test_subset,
+        val_subset=recipe.val_subset,
     )
 
 

@@ -64,6 +64,17 @@ def test_test_subset_is_asked_for_explicitly():
     assert len(prepare_data(_dataset(), val_fraction=0.1, subset=40, seed=0, test_subset=7).test) == 7
 
 
+def test_val_subset_keeps_part_of_the_held_out_images_and_trains_on_none_of_them():
+    whole = prepare_data(_dataset(), val_fraction=0.2, subset=40, seed=2)
+    part = prepare_data(_dataset(), val_fraction=0.2, subset=40, seed=2, val_subset=6)
+    held = set(whole.val.source.images[:, 0, 0, 0].tolist())
+    kept = set(part.val.source.images[:, 0, 0, 0].tolist())
+    assert len(kept) == 6 and kept <= held
+    # the training subset is the same, outside the whole validation split
+    assert torch.equal(part.train.source.images, whole.train.source.images)
+    assert not set(part.train.source.images[:, 0, 0, 0].tolist()) & held
+
+
 def test_a_subset_too_large_to_hold_out_carves_validation_from_itself():
     data = prepare_data(_dataset(), val_fraction=0.1, subset=95, seed=0)
     train_ids = set(data.train.source.images[:, 0, 0, 0].tolist())
