@@ -32,8 +32,8 @@ OutOpt = Annotated[
 ]
 KindOpt = Annotated[
     str | None,
-    typer.Option("--kind", help="Force the mutation: rewrite, duplicate or delete "
-                 "(default: drawn 60/20/20).", show_default=False),
+    typer.Option("--kind", help="Force the mutation: rewrite, width, duplicate or delete "
+                 "(default: drawn 40/30/15/15).", show_default=False),
 ]
 
 
@@ -43,8 +43,9 @@ def _check_options(mutator: str, kind: str | None) -> None:
 
     if mutator not in MUTATORS:
         raise UserError(f"unknown mutator {mutator!r}", hint=f"use one of {', '.join(MUTATORS)}")
-    if kind is not None and kind not in ("rewrite", "duplicate", "delete"):
-        raise UserError(f"unknown mutation kind {kind!r}", hint="use rewrite, duplicate or delete")
+    if kind is not None and kind not in ("rewrite", "width", "duplicate", "delete"):
+        raise UserError(f"unknown mutation kind {kind!r}",
+                        hint="use rewrite, width, duplicate or delete")
 
 
 def _report(record: Any, out: Path | None, status: str, reason: str | None,

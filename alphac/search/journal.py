@@ -511,6 +511,41 @@ class Journal:
             extra["rungs"] = [*extra.get("rungs", []), entry]
             self._set(conn, ident, extra=_dumps_object(extra, "extra"))
 
+    def reference(self, ident: int, generation: int, *, val_accuracy: float | None,
+                  train_seconds: float, weights_path: str | None = None,
+                  reason: str | None = None) -> None:
+        """Record the seed's equal-training reference for ``generation``: the seed fine-tuned
+        ``generation`` times with the children's recipe, as a child of that generation is.
+
+        Pre: ``ident`` is the seed, ``done``; ``generation`` is one more than its last recorded
+        reference (from 1); ``weights_path`` holds the reference's state when ``val_accuracy``
+        is given. Post: ``extra["references"]`` gains ``{generation, val_accuracy,
+        train_seconds, weights, weights_sha256, reason}``."""
+        _require_int(generation, "generation", minimum=1)
+        _require_finite(train_seconds, "train_seconds")
+        entry: dict[str, Any] = {"generation": generation, "val_accuracy": val_accuracy,
+                                 "train_seconds": train_seconds, "reason": reason}
+        before = self.get(ident)
+        if before.status != "done":
+            raise _state_error(ident, before.status, "reference", ("done",))
+        if val_accuracy is not None:
+            _require_fraction(val_accuracy, "val_accuracy")
+            if weights_path is None:
+                raise ValueError("a finished reference needs its weights_path")
+            rel = _relative_path(weights_path)
+            entry |= {"weights": rel, "weights_sha256": self._sync_and_digest(ident, "weights",
+                                                                              rel)}
+        with self._write() as conn:
+            self._require_status(conn, ident, ("done",), "reference")
+            extra = json.loads(conn.execute("SELECT extra FROM individuals WHERE id = ?",
+                                            (ident,)).fetchone()[0])
+            known = [r["generation"] for r in extra.get("references", [])]
+            if generation != (known[-1] if known else 0) + 1:
+                raise JournalStateError(f"individual {ident}: reference generation {generation} "
+                                        f"after {known[-1] if known else 0}")
+            extra["references"] = [*extra.get("references", []), entry]
+            self._set(conn, ident, extra=_dumps_object(extra, "extra"))
+
     def begin_session(self) -> int:
         """A search session starts (a run or a resume); its id, for :meth:`heartbeat`."""
         now = time.time()
@@ -683,6 +718,9 @@ class Journal:
                  ("weights", ind.weights_path, ind.weights_sha256)]
         files += [(f"rung-{r['rung']} weights", r["weights"], r.get("weights_sha256"))
                   for r in ind.extra.get("rungs", []) if r.get("weights")]
+        files += [(f"generation-{r['generation']} reference weights", r["weights"],
+                   r.get("weights_sha256"))
+                  for r in ind.extra.get("references", []) if r.get("weights")]
         for kind, rel, recorded in files:
             what = f"individual {ind.id}'s {kind} file {rel}"
             try:

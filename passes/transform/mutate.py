@@ -37,7 +37,7 @@ import torch
 from torch import fx
 
 from alphac.analysis import AnalysisManager
-from alphac.channels import ChannelStep
+from alphac.channels import ChannelStep, apply_channel_plan
 from alphac.errors import SynthesisFailed
 from alphac.ir import Subgraph, annotate_shapes
 from alphac.passes.analysis.cost import model_cost
@@ -155,7 +155,8 @@ def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[t
 
     Pre: ``gm`` is shape-annotated at ``example_inputs``; ``blocks`` are its block instances (as
     the frontends find them: ``.path``, ``.type``, ``.nodes``, ``.children``), possibly empty.
-    ``kind`` forces ``rewrite``/``duplicate``/``delete``. Post: the child passed every gate; the
+    ``kind`` forces ``rewrite``/``width``/``duplicate``/``delete``. Post: the child passed every
+    gate, and its modules start from the parent's weights (``record.weight_plan`` applied); the
     same arguments give the same child, byte for byte (unless a wall-clock budget ran out).
     """
     if mutator not in MUTATORS:
@@ -448,8 +449,11 @@ _ATTEMPTS = {"rewrite": _rewrite, "width": _width, "duplicate": _block_mutation(
 def _accept(parent: _Parent, child: fx.GraphModule, fields: dict[str, Any], seed: int,
             mutator: str, attempt: int, start: float) -> Child:
     cost = model_cost(child, parent.example_inputs)
+    if fields.get("weight_plan"):  # the child starts from the parent's weights as given
+        apply_channel_plan(child, parent.gm.state_dict(), fields["weight_plan"])
     record = MutationRecord(
-        mutator={"rewrite": mutator, "width": "width"}.get(fields["kind"], "block"), seed=seed, attempts=attempt,
+        mutator={"rewrite": mutator, "width": "width"}.get(fields["kind"], "block"), seed=seed,
+        attempts=attempt,
         seconds=time.monotonic() - start, params_parent=parent.cost.params,
         params_child=cost.params, flops_parent=parent.cost.flops_per_sample,
         flops_child=cost.flops_per_sample, fingerprint_parent=parent.fingerprint,
