@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--subset", type=int, default=3000)
+    parser.add_argument("--val-images", type=int, default=None, help="default: all held out")
     parser.add_argument("--executor", default="local", help="local, inline or ray")
     args = parser.parse_args()
 
@@ -34,7 +35,8 @@ def main() -> None:
 
     result = alphac.optimize(HERE / "my_model.py", target="fashion-mnist", out=args.out,
                              candidates=args.candidates, steps=args.steps, subset=args.subset,
-                             executor=args.executor, device="cpu", on_event=on_event)
+                             val_images=args.val_images, executor=args.executor, device="cpu",
+                             on_event=on_event)
     seed = result.seed_model
     print(f"seed: {seed['params']:,} params, test {100 * seed['test_accuracy']:.1f}%")
     for row in result.pareto:

@@ -51,24 +51,47 @@ def optimize(
                                           "inline (this process).")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="An existing Ray "
                            "cluster (default: start a local Ray).", show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Proxy training steps per "
-                                              "candidate.", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Fine-tune steps per child (the "
+                                              "proxy).", show_default=False)] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Proxy epochs per candidate "
                                                  "(default 1).", show_default=False)] = None,
-    final_steps: Annotated[int | None, typer.Option("--final-steps", help="Steps of the final "
-                                                    "retraining (default 3x the proxy).",
-                                                    show_default=False)] = None,
+    final_steps: Annotated[int | None, typer.Option(
+        "--final-steps", help="Steps of the final training (default: the proxy's, 3x with "
+        "--final-init scratch).", show_default=False)] = None,
+    seed_steps: Annotated[int | None, typer.Option(
+        "--seed-steps", help="Steps of the seed's own training (default 3x the proxy).",
+        show_default=False)] = None,
+    seed_epochs: Annotated[float | None, typer.Option(
+        "--seed-epochs", help="Epochs of the seed's own training (default 3x the proxy).",
+        show_default=False)] = None,
+    finetune_lr: Annotated[float | None, typer.Option(
+        "--finetune-lr", help="Peak learning rate of the children's fine-tune (default "
+        "--lr / 5).", show_default=False)] = None,
+    final_init: Annotated[str, typer.Option(
+        "--final-init", help="inherited: the front is fine-tuned from its search weights; "
+        "scratch: retrained from scratch.")] = "inherited",
     rungs: Annotated[int, typer.Option("--rungs", help="Successive-halving rungs above the "
-                                       "proxy (0: off).")] = 1,
+                                       "proxy (0: off).")] = 0,
     eta: Annotated[int, typer.Option("--eta", help="Successive halving: the best 1/eta of a "
                                      "rung train eta times longer.")] = 3,
     subset: Annotated[int | None, typer.Option("--subset", help="Use only N training images (0: all).",
                                                show_default=False)] = 6000,
+    val_images: Annotated[int | None, typer.Option(
+        "--val-images", help="Validate on only N of the held-out images (default: all, 10% "
+        "of the training set).", show_default=False)] = None,
+    test_images: Annotated[int | None, typer.Option(
+        "--test-images", help="Test on only N images (default: the whole test set).",
+        show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 0.05,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the seed's training.")] = 0.05,
     out: Annotated[str, typer.Option("--out", help="Run directory.")] = "alphac-run",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Search seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the seed model's weights, data "
+                                      "split and training, and of the search.")] = 0,
+    search_seed: Annotated[int | None, typer.Option(
+        "--search-seed", help="Seed of selection, mutations and children alone (default "
+        "--seed): searches that differ only here share one seed model.",
+        show_default=False)] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     json_output: JsonOpt = False,
@@ -80,9 +103,11 @@ def optimize(
     options = dict(target=target, candidates=candidates, budget=budget, objective=objective,
                    max_accuracy_drop=max_accuracy_drop, steps=steps, epochs=epochs,
                    final_steps=final_steps, subset=subset, batch_size=batch_size, lr=lr,
+                   seed_steps=seed_steps, seed_epochs=seed_epochs, finetune_lr=finetune_lr,
+                   final_init=final_init, val_images=val_images, test_images=test_images,
                    workers=workers, executor=executor, ray_address=ray_address, mutator=mutator,
-                   strategy=strategy, rungs=rungs, eta=eta, seed=seed, device=device,
-                   data_dir=data_dir, resume=resume, out=out)
+                   strategy=strategy, rungs=rungs, eta=eta, seed=seed, search_seed=search_seed,
+                   device=device, data_dir=data_dir, resume=resume, out=out)
     if json_output:
         print_json(run_search(model, **options).report)
         return

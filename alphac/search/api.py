@@ -28,21 +28,42 @@ __all__ = ["optimize", "recipes"]
 
 def recipes(*, steps: int | None = None, epochs: float | None = None,
             final_steps: int | None = None, subset: int | None = 6000, batch_size: int = 64,
-            lr: float = 0.05) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The proxy and final recipes: the proxy trains ``steps`` steps or ``epochs`` epochs
-    (default 1 epoch); the final retraining ``final_steps``, default three times the proxy.
-    ``subset`` images of the training set (0 or None: all)."""
-    def recipe(step_count: int | None, epoch_count: float) -> dict[str, Any]:
-        made: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "subset": subset,
-                                "epochs": epoch_count}
-        if step_count is not None:
-            made["steps"] = step_count
-        return made
+            lr: float = 0.05, seed_steps: int | None = None, seed_epochs: float | None = None,
+            finetune_lr: float | None = None, final_init: str = "inherited",
+            val_images: int | None = None, test_images: int | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The proxy (each child's fine-tune), final and seed recipes.
 
+    The seed trains ``seed_steps`` steps or ``seed_epochs`` epochs (default three times the
+    proxy) at peak ``lr`` with warm-up, one-cycle decay and augmentation. Children start from
+    their parents' weights, so the proxy is a gentle fine-tune: ``steps`` steps or ``epochs``
+    epochs (default 1) at ``finetune_lr`` (default ``lr / 5``), no warm-up, a cosine decay, no
+    augmentation. The final training (``final_steps``) continues from the search's weights with
+    the proxy's schedule (default: as long as the proxy), or with ``final_init="scratch"``
+    trains from scratch with the seed's schedule (default three times the proxy). ``subset``
+    images of the training set (0 or None: all); ``val_images``/``test_images`` cap the
+    validation and test splits (default: 10% of the training set held out, the whole test
+    set), for quick runs."""
     subset = subset or None  # 0: every image
+    data = {"subset": subset, **({"val_subset": val_images} if val_images else {}),
+            **({"test_subset": test_images} if test_images else {})}
+    gentle = {"batch_size": batch_size, "lr": finetune_lr if finetune_lr is not None else lr / 5,
+              "warmup": 0.0, "schedule": "cosine", "augment": False, **data}
+    full = {"batch_size": batch_size, "lr": lr, **data}
+
+    def recipe(base: dict[str, Any], step_count: int | None, epoch_count: float) -> dict[str, Any]:
+        return {**base, "epochs": epoch_count, **({"steps": step_count} if step_count else {})}
+
     proxy_epochs = 1.0 if epochs is None else epochs
-    final = final_steps if final_steps is not None else (3 * steps if steps else None)
-    return recipe(steps, proxy_epochs), recipe(final, 3 * proxy_epochs)
+    thrice = 3 * steps if steps else None
+    proxy = recipe(gentle, steps, proxy_epochs)
+    seed = recipe(full, seed_steps if seed_steps is not None else thrice,
+                  seed_epochs if seed_epochs is not None else 3 * proxy_epochs)
+    if final_init == "scratch":
+        final = recipe(full, final_steps if final_steps is not None else thrice, 3 * proxy_epochs)
+    else:
+        final = recipe(gentle, final_steps if final_steps is not None else steps, proxy_epochs)
+    return proxy, final, seed
 
 
 def optimize(model: Any, *, target: str = "fashion-mnist", out: str | Path = "alphac-run",
@@ -50,28 +71,37 @@ def optimize(model: Any, *, target: str = "fashion-mnist", out: str | Path = "al
              objective: str = "params", max_accuracy_drop: float = 0.5,
              steps: int | None = None, epochs: float | None = None,
              final_steps: int | None = None, subset: int | None = 6000, batch_size: int = 64,
-             lr: float = 0.05, workers: int | None = None, executor: str = "local",
+             lr: float = 0.05, seed_steps: int | None = None, seed_epochs: float | None = None,
+             finetune_lr: float | None = None, final_init: str = "inherited",
+             val_images: int | None = None, test_images: int | None = None,
+             workers: int | None = None, executor: str = "local",
              ray_address: str | None = None, mutator: str = "property",
-             strategy: str = "evolution", rungs: int = 1, eta: int = 3, seed: int = 0,
+             strategy: str = "evolution", rungs: int = 0, eta: int = 3, seed: int = 0,
+             search_seed: int | None = None,
              device: str = "auto", data_dir: str | None = None, resume: bool = False,
              on_event: Callable[[str, dict], None] | None = None) -> SearchResult:
     """Search for models as accurate as ``model`` and cheaper; see `alphac optimize --help`.
 
     ``budget`` is seconds or a duration such as ``"30m"``; with neither ``budget`` nor
     ``candidates``, 20 candidates. ``workers`` defaults to one per GPU, else one per 2 CPU
-    cores. Returns the :class:`~alphac.search.driver.SearchResult` (``best``, ``pareto``,
-    ``seed_model``, ``run_dir``, ``best_dir``, ``report``)."""
+    cores. The recipes are :func:`recipes`'s. Returns the
+    :class:`~alphac.search.driver.SearchResult` (``best``, ``pareto``, ``seed_model``,
+    ``run_dir``, ``best_dir``, ``report``)."""
     from alphac.search.executors import default_workers
 
     budget_s = parse_duration(budget) if isinstance(budget, str) else budget
     if candidates is None and budget_s is None:
         candidates = 20
-    proxy, final = recipes(steps=steps, epochs=epochs, final_steps=final_steps, subset=subset,
-                           batch_size=batch_size, lr=lr)
+    proxy, final, seed_recipe = recipes(
+        steps=steps, epochs=epochs, final_steps=final_steps, subset=subset,
+        batch_size=batch_size, lr=lr, seed_steps=seed_steps, seed_epochs=seed_epochs,
+        finetune_lr=finetune_lr, final_init=final_init, val_images=val_images,
+        test_images=test_images)
     settings = SearchSettings(
         target=target, candidates=candidates, budget_s=None if budget_s is None else
         float(budget_s), objective=objective, max_accuracy_drop=max_accuracy_drop,
-        mutator=mutator, strategy=strategy, proxy=proxy, final=final, seed=seed,
-        workers=workers if workers is not None else default_workers(device), executor=executor, device=device,
-        data_dir=data_dir, ray_address=ray_address, rungs=rungs, eta=eta)
+        mutator=mutator, strategy=strategy, proxy=proxy, final=final, seed_recipe=seed_recipe,
+        final_init=final_init, seed=seed, search_seed=search_seed,
+        workers=workers if workers is not None else default_workers(device), executor=executor,
+        device=device, data_dir=data_dir, ray_address=ray_address, rungs=rungs, eta=eta)
     return run_search(model, out=out, settings=settings, resume=resume, on_event=on_event)

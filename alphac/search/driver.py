@@ -60,6 +60,11 @@ __all__ = ["OBJECTIVES", "STRATEGIES", "SearchResult", "SearchSettings", "optimi
 
 OBJECTIVES = ("params", "flops", "latency")
 STRATEGIES = ("evolution", "random-search")
+FINAL_INITS = ("inherited", "scratch")
+#: A gentle fine-tune (children start from their parent's trained weights): no warm-up, a cosine
+#: decay from a low peak, no augmentation; the re-warm to the seed's peak rate collapsed children.
+FINETUNE: dict[str, Any] = {"batch_size": 64, "lr": 0.01, "warmup": 0.0, "schedule": "cosine",
+                            "augment": False, "subset": 6000}
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,15 @@ class SearchSettings:
     ``rungs`` >= 1, a finished individual in the best ``1/eta`` of its rung continues training to
     ``eta`` times the budget of that rung (asynchronously, as in ASHA), up to ``eta ** rungs``
     times the proxy; the seed is promoted first at every rung, so each individual is compared
-    with the seed at the same rung. ``rungs=0`` turns it off."""
+    with the seed at the same rung. ``rungs=0`` (the default) turns it off.
+
+    Equal training: the seed is trained once with ``seed_recipe``; every child starts from its
+    parent's trained weights (channels mapped by the mutation's plan) and is fine-tuned with
+    ``proxy``. A child of generation ``g`` has had ``g`` fine-tunes, so it is compared with the
+    seed fine-tuned ``g`` times with the same recipe (the generation references, trained as
+    they become needed). At the end the front is fine-tuned once more with ``final`` from its
+    search weights (``final_init="inherited"``), the seed from its deepest reference, or every
+    model is trained from scratch with ``final`` (``"scratch"``, the paper's protocol)."""
 
     target: str = "fashion-mnist"
     candidates: int | None = 20
@@ -81,11 +94,13 @@ class SearchSettings:
     max_accuracy_drop: float = 0.5
     mutator: str = "property"
     strategy: str = "evolution"
-    proxy: dict[str, Any] = field(default_factory=lambda: {"epochs": 1.0, "batch_size": 64,
-                                                           "lr": 0.05, "subset": 6000})
-    final: dict[str, Any] = field(default_factory=lambda: {"epochs": 3.0, "batch_size": 64,
-                                                           "lr": 0.05, "subset": 6000})
+    proxy: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE, epochs=1.0, lr=0.01))
+    final: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE, epochs=1.0, lr=0.01))
+    seed_recipe: dict[str, Any] = field(default_factory=lambda: {
+        "epochs": 3.0, "batch_size": 64, "lr": 0.05, "subset": 6000})
+    final_init: str = "inherited"
     seed: int = 0
+    search_seed: int | None = None
     workers: int = 1
     executor: str = "local"
     device: str = "auto"
@@ -93,7 +108,7 @@ class SearchSettings:
     population: int | None = None
     ray_address: str | None = None
     budget_s: float | None = None
-    rungs: int = 1
+    rungs: int = 0
     eta: int = 3
 
     def __post_init__(self) -> None:
@@ -116,6 +131,8 @@ class SearchSettings:
                    f"--executor must be local, inline or ray, got {self.executor!r}"),
                   (self.workers >= 1, f"--workers must be at least 1, got {self.workers}"),
                   (self.rungs >= 0, f"--rungs must be 0 (off) or more, got {self.rungs}"),
+                  (self.final_init in FINAL_INITS, "--final-init must be inherited or scratch, "
+                   f"got {self.final_init!r}"),
                   (self.eta >= 2, f"--eta must be at least 2, got {self.eta}")]
         for ok, message in checks:
             if not ok:
@@ -164,6 +181,8 @@ class _Member:
     stuck: bool = False  # a promotion failed: never promoted again
     code: str = ""  # generated from ``gm`` in this process, never read back from the run dir
     seconds: float = 0.0  # worker time over all rungs
+    generation: int = 0  # fine-tunes since the seed's training (the seed: 0)
+    plan: tuple = ()  # how its weights start from its parent's (the mutation's weight_plan)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -201,6 +220,17 @@ class _Search:
         self.child_seconds: list[float] = []  # worker seconds per rung-0 training
         self.synthesis_failures = 0
         self.executor: Any = None
+        #: the seed's equal-training references: generation -> (val accuracy, weights path)
+        self.refs: dict[int, tuple[float, str]] = {}
+        self.refs_stuck = False  # a reference failed: later generations use the deepest one
+        self.rates: list[float] = []  # worker seconds per training image, per finished job
+
+    @property
+    def search_seed(self) -> int:
+        """Seeds selection, mutation and the children's training (``seed`` unless
+        ``search_seed`` is set; ``seed`` alone decides the seed model, its data split and its
+        training, so searches with other search seeds share one seed model)."""
+        return self.s.seed if self.s.search_seed is None else self.s.search_seed
 
     def say(self, kind: str, info: dict) -> None:
         self.say_to(kind, {**info, "progress": self.progress()})
@@ -218,10 +248,21 @@ class _Search:
         folder = self.folder(ident)
         return CandidateTask(
             ident, self.code_of(ident), str(weights or folder / "weights.pt"),
-            self.s.target, recipe or self.s.proxy, seed=self.s.seed + ident + 7919 * rung,
+            self.s.target, recipe or (self.s.seed_recipe if ident == self.seed_id and rung == 0
+                                      else self.s.proxy),
+            seed=(self.s.seed if ident == self.seed_id else self.search_seed) + ident
+            + 7919 * rung,
             device=self.s.device, data_dir=self.s.data_dir, test=test,
             latency=self.s.objective == "latency" and rung == 0,
             save_to=str(save_to or folder / "trained.pt"), rung=rung)
+
+    def _reference_task(self, generation: int) -> CandidateTask:
+        """The seed fine-tuned once more, from its ``generation - 1`` reference."""
+        seed = self.seed_id
+        _, previous = self.refs[generation - 1]
+        return self._task(seed, weights=self.run_dir / previous,
+                          save_to=self.run_dir / self._rel(f"reference-{generation}.pt", seed),
+                          rung=-generation)
 
     def _promotion_task(self, ident: int, rung: int) -> CandidateTask:
         """Continue ``ident``'s training from rung ``rung - 1`` to ``eta ** rung`` proxies."""
@@ -262,9 +303,9 @@ class _Search:
         """A new child of a chosen parent, written and journalled; None if mutation failed."""
         began = time.monotonic()
         ident = len(self.journal.individuals()) + 1
-        rng = random.Random(f"alphac-select-{self.s.seed}-{ident}")
+        rng = random.Random(f"alphac-select-{self.search_seed}-{ident}")
         parent = self.members[self._choose_parent(rng)]
-        seed = self.s.seed * 1_000_003 + ident
+        seed = self.search_seed * 1_000_003 + ident
         try:
             if faults.injected("synthesis", ident):
                 raise SynthesisFailed("synthesis timed out (injected by ALPHAC_FAULT)")
@@ -277,31 +318,55 @@ class _Search:
             self.overhead_s += time.monotonic() - began
             self.say("failed", {"id": failed, "reason": f"synthesis: {exc.reason}"})
             return None
-        self.inherit(child.gm, parent.id)
+        self.inherit(child.gm, parent.id, child.record.weight_plan)
         made = self.journal.add(parent.id, child.record.as_dict(), seed,
                                 child.record.fingerprint_child, self._rel("model.py", ident),
                                 self._rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
-        self.members[ident] = _Member(ident, child.gm, find_blocks(child.gm, None))
+        self.members[ident] = _Member(ident, child.gm, find_blocks(child.gm, None),
+                                      generation=parent.generation + 1,
+                                      plan=child.record.weight_plan)
         self._write(ident, child.gm)
         self.overhead_s += time.monotonic() - began
         return ident
 
-    def inherit(self, gm: Any, parent: int) -> None:
-        """``gm`` takes its parent's best-trained weights where names and shapes match."""
+    def inherit(self, gm: Any, parent: int, plan: tuple = ()) -> None:
+        """``gm`` takes its parent's best-trained weights: by name and shape, and the channels
+        the mutation's ``plan`` maps (:func:`alphac.codegen.inherit_weights`)."""
         member = self.members[parent]
         trained = self.run_dir / member.weights[-1] if member.weights else None
         if trained is not None and trained.is_file():
-            inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True))
+            inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True),
+                            plan=plan)
 
     def score(self, member: _Member) -> float | None:
-        """Validation accuracy on the rung-0 scale: the member's accuracy at its highest rung
-        that the seed also reached, shifted by the seed's gain from rung 0 to that rung."""
+        """Validation accuracy on the seed's scale at equal training: the member's accuracy at
+        its highest rung that the seed also reached, shifted by the seed's gain from rung 0 to
+        that rung, minus the seed's gain from ``generation`` fine-tunes (its reference of the
+        member's generation, or the deepest one trained so far)."""
         seed = self.members[self.seed_id]
         if not member.accs or not seed.accs:
             return None
         rung = min(len(member.accs), len(seed.accs)) - 1
-        return member.accs[rung] - seed.accs[rung] + seed.accs[0]
+        return member.accs[rung] - seed.accs[rung] + seed.accs[0] - self.generation_gain(
+            member.generation)
+
+    def generation_gain(self, generation: int) -> float:
+        """What ``generation`` fine-tunes added to the seed's validation accuracy (0 before
+        its references are trained)."""
+        known = [g for g in self.refs if g <= generation]
+        return self.refs[max(known)][0] - self.refs[0][0] if known and 0 in self.refs else 0.0
+
+    def next_reference(self) -> int | None:
+        """The generation whose reference should be trained next, if any: one past the deepest
+        trained, when some individual is that deep and none is in flight."""
+        if self.refs_stuck or 0 not in self.refs:
+            return None
+        g = max(self.refs) + 1
+        deepest = max((m.generation for m in self.members.values()), default=0)
+        if g > deepest or any(r < 0 for _, r in self.inflight):
+            return None
+        return g
 
     def candidates(self) -> list[Candidate]:
         return [Candidate(m.id, self.score(m), m.cost, m.id) for m in self.members.values()
@@ -342,6 +407,8 @@ class _Search:
         if rung == 0:
             self.journal.start(ident, "local")
             task = self._task(ident)
+        elif rung < 0:
+            task = self._reference_task(-rung)
         else:
             task = self._promotion_task(ident, rung)
         self.inflight.add((ident, rung))
@@ -365,6 +432,9 @@ class _Search:
         if result.rung > 0:
             self._record_promotion(result)
             return
+        if result.rung < 0:
+            self._record_reference(result)
+            return
         member = self.members[result.id]
         if result.status == LOST:  # its second attempt died too
             result = replace(result, reason="worker died twice")
@@ -385,11 +455,15 @@ class _Search:
         member.cost = (result.latency_ms if self.s.objective == "latency"
                        else float(cost.params if self.s.objective == "params"
                                   else cost.flops_per_sample))
+        images = self._images(result)
         self.journal.finish(result.id, params=cost.params, flops=cost.flops_per_sample,
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
                             train_seconds=result.train_seconds or 0.0,
-                            extra={"worker_seconds": result.seconds,
+                            extra={"worker_seconds": result.seconds, "images": images,
+                                   "generation": member.generation,
                                    "images_per_second": result.metrics.get("images_per_second")})
+        if result.id == self.seed_id:
+            self.refs[0] = (result.val_accuracy, member.weights[0])
         if result.id != self.seed_id:
             self.child_seconds.append(result.seconds)
             self.overhead_children += 1
@@ -398,6 +472,33 @@ class _Search:
                           "params": cost.params, "flops": cost.flops_per_sample,
                           "latency_ms": result.latency_ms, "seconds": result.seconds,
                           "seed": result.id == self.seed_id})
+
+    def _images(self, result: CandidateResult) -> int:
+        """Training images of a finished job; its seconds per image join the estimate."""
+        recipe = self.s.seed_recipe if result.id == self.seed_id and result.rung == 0 \
+            else self.s.proxy
+        images = int(result.metrics.get("steps") or 0) * int(recipe.get("batch_size", 64))
+        if images and result.seconds:
+            self.rates.append(result.seconds / images)
+        return images
+
+    def _record_reference(self, result: CandidateResult) -> None:
+        generation = -result.rung
+        self._images(result)
+        if result.status == "done":
+            rel = self._rel(f"reference-{generation}.pt", result.id)
+            self.journal.reference(result.id, generation, val_accuracy=result.val_accuracy,
+                                   train_seconds=result.train_seconds or 0.0, weights_path=rel)
+            self.refs[generation] = (result.val_accuracy, rel)
+            self.say("reference", {"generation": generation,
+                                   "val_accuracy": result.val_accuracy,
+                                   "seconds": result.seconds})
+        else:
+            self.journal.reference(result.id, generation, val_accuracy=None,
+                                   train_seconds=result.train_seconds or 0.0,
+                                   reason=result.reason or result.status)
+            self.refs_stuck = True
+            self.say("failed", {"id": result.id, "rung": result.rung, "reason": result.reason})
 
     def _record_promotion(self, result: CandidateResult) -> None:
         member = self.members[result.id]
@@ -423,20 +524,20 @@ class _Search:
         return self.elapsed_before + time.monotonic() - self.began
 
     def _mean_child_seconds(self) -> float:
+        if self.rates and not self.child_seconds:  # before any child: from the seed's speed
+            return _work(self.s.proxy) * statistics.median(self.rates)
         done = self.child_seconds or [m.seconds for m in self.members.values() if m.accs]
         return sum(done) / len(done) if done else 0.0
 
     def final_estimate(self, extra: int = 0) -> float:
         """Seconds the final retraining of the current front and the seed (and ``extra`` more
-        models) will take."""
-        seed = self.members.get(self.seed_id)
-        if seed is None or not seed.accs:
+        models) will take: their training images at the median measured worker seconds per
+        image (training, evaluation and start-up of every finished job, so the estimate
+        follows the machine's real speed and corrects itself as jobs finish)."""
+        if not self.rates:
             return 0.0
-        per_proxy = seed.seconds / sum(self.s.eta ** r - (self.s.eta ** (r - 1) if r else 0)
-                                       for r in range(len(seed.accs)))
         front = {c.id for c in pareto_front(self.candidates())} | {self.seed_id}
-        return ((len(front) + extra) * per_proxy * _work(self.s.final)
-                / max(_work(self.s.proxy), 1.0))
+        return (len(front) + extra) * _work(self.s.final) * statistics.median(self.rates)
 
     def budget_allows(self, seconds: float) -> bool:
         """Whether work of ``seconds`` still fits the budget with the final retraining."""
@@ -495,6 +596,10 @@ class _Search:
         while True:
             self.journal.heartbeat(self.session)
             if executor.workers - executor.running > 0:
+                generation = self.next_reference()
+                if generation is not None and self.budget_allows(self._mean_child_seconds()):
+                    self.submit(self.seed_id, -generation)
+                    continue
                 job = self.next_promotion()
                 mean = self._mean_child_seconds()
                 if job is not None and self.budget_allows(
@@ -577,7 +682,9 @@ def _replay(search: _Search) -> list[int]:
                 raise UserError(f"cannot resume: individual {ind.id} no longer replays to the "
                                 "recorded child (alphac or the model changed since the run began)",
                                 hint="start a new run with another --out")
-            search.members[ind.id] = _Member(ind.id, child.gm, find_blocks(child.gm, None))
+            search.members[ind.id] = _Member(ind.id, child.gm, find_blocks(child.gm, None),
+                                             generation=parent.generation + 1,
+                                             plan=child.record.weight_plan)
         member = search.members.get(ind.id)
         if member is not None and ind.status == "done":
             member.accs = [ind.val_accuracy]
@@ -594,10 +701,19 @@ def _replay(search: _Search) -> list[int]:
                            float(ind.params if search.s.objective == "params" else ind.flops))
             if ind.parent is not None:
                 search.child_seconds.append(member.seconds / len(member.accs))
+            if ind.extra.get("images") and ind.extra.get("worker_seconds"):
+                search.rates.append(ind.extra["worker_seconds"] / ind.extra["images"])
+            if ind.parent is None:
+                search.refs[0] = (ind.val_accuracy, member.weights[0])
+                for ref in ind.extra.get("references", []):
+                    if ref.get("val_accuracy") is None:
+                        search.refs_stuck = True
+                        break
+                    search.refs[ref["generation"]] = (ref["val_accuracy"], ref["weights"])
         if ind.status == "queued":
             if not (search.folder(ind.id) / "weights.pt").is_file():  # killed before writing
                 if ind.parent is not None:
-                    search.inherit(member.gm, ind.parent)
+                    search.inherit(member.gm, ind.parent, member.plan)
                 search._write(ind.id, member.gm)
             queued.append(ind.id)
     return queued
@@ -689,13 +805,14 @@ def _finish(search: _Search, search_seconds: float) -> dict[str, Any]:
     data = load_task_data(s.target, Recipe(**s.final), seed=s.seed, data_dir=s.data_dir,
                           device=s.device)
     rows = []
+    deepest = max((search.members[i].generation for i in front), default=0)
     for ident in sorted(front):
         folder = run_dir / "pareto" / f"{ident:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.py").write_text(search.code_of(ident))
-        # the final retraining starts from the code's fresh initialisation, not inherited weights
+        start = _final_start(search, ident, deepest)
         task = replace(search._task(ident, test=True, recipe=s.final,
-                                    save_to=folder / "weights.pt"), weights=None,
+                                    save_to=folder / "weights.pt"), weights=start,
                        latency=s.objective == "latency")
         result = evaluate_candidate(task, data)
         pt2 = (_export_pt2(folder, search.code_of(ident), search.traced.example_inputs)
@@ -706,6 +823,9 @@ def _finish(search: _Search, search_seconds: float) -> dict[str, Any]:
                      "latency_ms": result.latency_ms if result.latency_ms is not None
                      else ind.latency_ms,
                      "proxy_val_accuracy": ind.val_accuracy, "rung": len(member.accs) - 1,
+                     "generation": member.generation, "search_score": search.score(member),
+                     "final_init": "scratch" if start is None else
+                     str(Path(start).relative_to(run_dir)),
                      "rung_val_accuracy": member.accs[-1], "status": result.status,
                      "reason": result.reason, "val_accuracy": result.val_accuracy,
                      "test_accuracy": result.test_accuracy, "path": str(folder),
@@ -713,6 +833,20 @@ def _finish(search: _Search, search_seconds: float) -> dict[str, Any]:
         search.say("final", rows[-1])
     timing = _timing(search, search_seconds, time.monotonic() - began)
     return _report(search, rows, timing)
+
+
+def _final_start(search: _Search, ident: int, deepest: int) -> str | None:
+    """The weights the final training of ``ident`` starts from: None from scratch; else its
+    best search weights, and for the seed its reference at the front's deepest generation (so
+    the seed has had at least the fine-tunes of every model it is compared with)."""
+    if search.s.final_init == "scratch":
+        return None
+    member = search.members[ident]
+    if ident == search.seed_id:
+        known = [g for g in search.refs if g <= deepest]
+        return str(search.run_dir / search.refs[max(known)][1]) if known else \
+            str(search.run_dir / member.weights[-1])
+    return str(search.run_dir / member.weights[-1])
 
 
 def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dict[str, Any]:
@@ -770,11 +904,14 @@ def _report(search: _Search, rows: list[dict[str, Any]], timing: dict[str, Any]
         if source.is_file():
             shutil.copyfile(source, run_dir / "best" / name)
     pareto = [r for r in ok if r["id"] in {c.id for c in pareto_front(cands)}]
-    schedules = {"proxy": s.proxy, "final": s.final,
+    schedules = {"seed": s.seed_recipe, "proxy": s.proxy, "final": s.final,
+                 "final_init": s.final_init,
                  "successive_halving": {"rungs": s.rungs, "eta": s.eta,
                                         "rung_budgets_in_proxies": [s.eta ** r for r in
                                                                     range(s.rungs + 1)]}}
-    report = {"seed_model": seed_row, "pareto": pareto, "best": best,
+    report = {"seed_model": seed_row, "pareto": pareto, "best": best, "retrained": rows,
+              "references": {str(g): {"val_accuracy": acc, "weights": w}
+                             for g, (acc, w) in sorted(search.refs.items())},
               "settings": asdict(s), "schedules": schedules, "counts": search.journal.counts(),
               "proxy_fidelity_kendall_tau": _kendall_tau(
                   [r["proxy_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),

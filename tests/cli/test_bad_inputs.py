@@ -24,7 +24,8 @@ from alphac.cli import app
 runner = CliRunner()
 ALPHAC = str(Path(sys.executable).parent / "alphac")
 # Should an optimize test get past its error by mistake, the search it starts is a short one.
-FAST_SEARCH = ["--executor", "inline", "--steps", "1", "--subset", "64", "--final-steps", "1",
+FAST_SEARCH = ["--executor", "inline", "--steps", "1", "--subset", "64", "--val-images", "64",
+               "--test-images", "64", "--final-steps", "1",
                "--candidates", "1"]
 
 TINY = """

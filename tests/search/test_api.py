@@ -17,7 +17,7 @@ from alphac.search.journal import Journal, check
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(target="fashion-mnist", steps=5, final_steps=6, subset=600, executor="inline",
-            device="cpu")
+            device="cpu", val_images=300, test_images=300)
 
 
 class Block(nn.Module):
@@ -77,8 +77,8 @@ def test_bad_budget_is_a_user_error(tmp_path: Path) -> None:
 
 def test_the_example_script_runs_a_search_from_python(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(REPO / "examples/search_from_python.py"),
-                           "--candidates", "1", "--steps", "5", "--subset", "400", "--executor",
-                           "inline", "--out", str(tmp_path / "run")], capture_output=True,
+                           "--candidates", "1", "--steps", "5", "--subset", "400",
+                           "--val-images", "200", "--executor", "inline", "--out", str(tmp_path / "run")], capture_output=True,
                           text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "best #" in done.stdout and "output (1, 10)" in done.stdout

@@ -10,7 +10,8 @@ from alphac.frontends import load
 from alphac.search.candidate import CandidateTask, build_from_code, evaluate_candidate
 from alphac.search.executors import LOST, InlineExecutor, LocalExecutor
 
-RECIPE = {"steps": 8, "batch_size": 32, "subset": 1000, "lr": 0.05}
+RECIPE = {"steps": 8, "batch_size": 32, "subset": 1000, "lr": 0.05, "val_subset": 300,
+          "test_subset": 300}
 _DIES = "import os\n\ndef build_model(weights=None):\n    os._exit(3)\n"
 _RAISES = "def build_model(weights=None):\n    raise ValueError('no such layer')\n"
 

@@ -13,7 +13,8 @@ from alphac.cli import app
 from alphac.errors import TrainingError
 from alphac.search.journal import Journal, check
 
-TINY = dict(target="fashion-mnist", steps=5, final_steps=6, subset=600, device="cpu", rungs=0)
+TINY = dict(target="fashion-mnist", steps=5, final_steps=6, subset=600, device="cpu", rungs=0,
+            val_images=300, test_images=300)
 
 
 def test_every_kind_of_failure_is_recorded_and_the_search_completes(tmp_path, monkeypatch):

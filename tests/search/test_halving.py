@@ -16,6 +16,7 @@ def search_with(accs: dict[int, list[float]], *, rungs: int = 2, eta: int = 3,
                       for i, a in accs.items()}
     search.seed_id = 1
     search.inflight = set(inflight or ())
+    search.refs, search.refs_stuck, search.rates = {}, False, []
     return search
 
 

@@ -17,7 +17,7 @@ from alphac.search.journal import Journal, check
 
 runner = CliRunner()
 TINY = ["zoo:small_cnn", "--target", "fashion-mnist", "--steps", "5", "--final-steps", "8",
-        "--subset", "800", "--device", "cpu"]
+        "--subset", "800", "--device", "cpu", "--val-images", "300", "--test-images", "300"]
 _LOAD = """
 import sys, runpy
 sys.modules["alphac"] = None

@@ -26,7 +26,8 @@ from alphac.search.ray_executor import (
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed: pip install "alphac[ray]"')
 
-RECIPE = {"steps": 5, "batch_size": 32, "subset": 800, "lr": 0.05}
+RECIPE = {"steps": 5, "batch_size": 32, "subset": 800, "lr": 0.05, "val_subset": 300,
+          "test_subset": 300}
 _DIES = "import os\n\ndef build_model(weights=None):\n    os._exit(3)\n"
 _RAISES = "def build_model(weights=None):\n    raise ValueError('no such layer')\n"
 
