@@ -11,7 +11,7 @@ LIBRARY_MODELS := timm==1.0.31 torchvision==0.28.0 transformers==5.24.0 huggingf
 	safetensors==0.8.0 pyyaml
 LIBRARY_MODEL_DEPS := regex tokenizers tqdm requests packaging filelock fsspec
 
-.PHONY: install data test demo lint bench bench-compare clean coverage
+.PHONY: install data test demo lint bench bench-compare clean coverage bench-deps studies
 
 install: $(STAMP)
 
@@ -45,8 +45,8 @@ demo: install data
 	$(BIN)/alphac inspect zoo:resnet18 --target cifar10
 	$(BIN)/alphac mutate zoo:resnet18 --target cifar10 --seed 1 --out .demo/mutant-1
 	rm -rf .demo/run
-	$(BIN)/alphac optimize zoo:resnet18 --target fashion-mnist --candidates 8 --budget 12m \
-		--subset 3000 --out .demo/run
+	$(BIN)/alphac optimize zoo:small_cnn --target fashion-mnist --candidates 16 --budget 12m \
+		--out .demo/run
 
 lint: install
 	$(BIN)/ruff check alphac passes frontends runtime tests bench
@@ -81,6 +81,19 @@ bench-baseline: install data
 # about 40 minutes on 2 cores); writes bench/results/library_coverage.md.
 coverage: install
 	$(BIN)/python bench/library_coverage.py
+
+# The search studies of issue #17 (bench/vs_pruning.py, bench/mutation_quality.py,
+# bench/search_quality.py): real Fashion-MNIST, hours on 2 cores; results in bench/results/.
+# Torch-Pruning is a bench-only dependency, installed without its dependencies so pip never
+# swaps the torch build.
+bench-deps: install
+	$(BIN)/python -m pip install -q "scipy>=1.11"
+	$(BIN)/python -m pip install -q --no-deps torch-pruning==1.6.1
+
+studies: bench-deps data
+	$(BIN)/python bench/vs_pruning.py
+	$(BIN)/python bench/mutation_quality.py
+	$(BIN)/python bench/search_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -57,7 +57,9 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
     proxy_epochs = 1.0 if epochs is None else epochs
     thrice = 3 * steps if steps else None
     proxy = recipe(gentle, steps, proxy_epochs)
-    seed = recipe(full, seed_steps if seed_steps is not None else thrice,
+    # an explicit --seed-epochs wins over the default of three times the proxy's steps
+    seed = recipe(full, seed_steps if seed_steps is not None else
+                  (None if seed_epochs is not None else thrice),
                   seed_epochs if seed_epochs is not None else 3 * proxy_epochs)
     if final_init == "scratch":
         final = recipe(full, final_steps if final_steps is not None else thrice, 3 * proxy_epochs)

@@ -91,6 +91,10 @@ def test_recipes_train_the_seed_fully_and_fine_tune_children_gently():
     assert proxy["steps"] == 40 and proxy["lr"] == pytest.approx(0.01)
     assert (proxy["warmup"], proxy["schedule"], proxy["augment"]) == (0.0, "cosine", False)
     assert final == proxy
+    # an explicit seed schedule wins over the default of three proxies
+    assert recipes(steps=40, seed_epochs=2.0)[2]["epochs"] == 2.0
+    assert "steps" not in recipes(steps=40, seed_epochs=2.0)[2]
+    assert recipes(steps=40, seed_steps=7)[2]["steps"] == 7
     _, scratch, _ = recipes(steps=40, final_init="scratch")
     assert scratch["steps"] == 120 and "warmup" not in scratch
     with pytest.raises(alphac.errors.UserError, match="final-init"):
