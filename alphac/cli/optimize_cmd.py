@@ -2,112 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from alphac.cli.common import (
-    DataDirOpt,
-    DeviceOpt,
     JsonOpt,
     ModelArg,
-    TargetOpt,
     console,
     handles_user_errors,
     human,
     print_json,
 )
+from alphac.search.objectives import row_cost
+from alphac.search.options import signature
 
 
 def _cost_ratio(row: dict, seed_row: dict, objective: str) -> float:
-    key = {"params": "params", "flops": "flops", "latency": "latency_ms"}[objective]
-    return (row[key] or 0) / seed_row[key] if seed_row[key] else 1.0
+    seed_cost = row_cost(seed_row, objective)
+    return (row_cost(row, objective) or 0) / seed_cost if seed_cost else 1.0
 
 
-@handles_user_errors
-def optimize(
-    model: ModelArg,
-    target: TargetOpt = "fashion-mnist",
-    candidates: Annotated[int | None, typer.Option(
-        "--candidates", help="How many children to train (the seed not counted); default 20, "
-        "or unlimited with --budget.", show_default=False)] = None,
-    budget: Annotated[str | None, typer.Option(
-        "--budget", help="Wall-time budget for the whole run, final retraining included "
-        "(e.g. 30m, 2h, 1h30m); counted across --resume.", show_default=False)] = None,
-    objective: Annotated[str, typer.Option("--objective", help="params, flops or latency "
-                                           "(batch 1 on the search's device).")] = "params",
-    max_accuracy_drop: Annotated[float, typer.Option(
-        "--max-accuracy-drop", help="Best = cheapest within this many points of the seed.")
-    ] = 0.5,
-    mutator: Annotated[str, typer.Option("--mutator", help="property, random or enumerate.")
-                       ] = "property",
-    strategy: Annotated[str, typer.Option("--strategy", help="evolution or random-search.")
-                        ] = "evolution",
-    workers: Annotated[int | None, typer.Option(
-        "--workers", help="Parallel candidates (default: one per GPU, else one per 2 CPU "
-        "cores).", show_default=False)] = None,
-    executor: Annotated[str, typer.Option("--executor", help="local (processes), ray, or "
-                                          "inline (this process).")] = "local",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="An existing Ray "
-                           "cluster (default: start a local Ray).", show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Fine-tune steps per child (the "
-                                              "proxy).", show_default=False)] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs", help="Proxy epochs per candidate "
-                                                 "(default 1).", show_default=False)] = None,
-    final_steps: Annotated[int | None, typer.Option(
-        "--final-steps", help="Steps of the final training (default: the proxy's, 3x with "
-        "--final-init scratch).", show_default=False)] = None,
-    seed_steps: Annotated[int | None, typer.Option(
-        "--seed-steps", help="Steps of the seed's own training (default 3x the proxy).",
-        show_default=False)] = None,
-    seed_epochs: Annotated[float | None, typer.Option(
-        "--seed-epochs", help="Epochs of the seed's own training (default 3x the proxy).",
-        show_default=False)] = None,
-    finetune_lr: Annotated[float | None, typer.Option(
-        "--finetune-lr", help="Peak learning rate of the children's fine-tune (default "
-        "--lr / 5).", show_default=False)] = None,
-    final_init: Annotated[str, typer.Option(
-        "--final-init", help="inherited: the front is fine-tuned from its search weights; "
-        "scratch: retrained from scratch.")] = "inherited",
-    rungs: Annotated[int, typer.Option("--rungs", help="Successive-halving rungs above the "
-                                       "proxy (0: off).")] = 0,
-    eta: Annotated[int, typer.Option("--eta", help="Successive halving: the best 1/eta of a "
-                                     "rung train eta times longer.")] = 3,
-    subset: Annotated[int | None, typer.Option("--subset", help="Use only N training images (0: all).",
-                                               show_default=False)] = 6000,
-    val_images: Annotated[int | None, typer.Option(
-        "--val-images", help="Validate on only N of the held-out images (default: all, 10% "
-        "of the training set).", show_default=False)] = None,
-    test_images: Annotated[int | None, typer.Option(
-        "--test-images", help="Test on only N images (default: the whole test set).",
-        show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the seed's training.")] = 0.05,
-    out: Annotated[str, typer.Option("--out", help="Run directory.")] = "alphac-run",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the seed model's weights, data "
-                                      "split and training, and of the search.")] = 0,
-    search_seed: Annotated[int | None, typer.Option(
-        "--search-seed", help="Seed of selection, mutations and children alone (default "
-        "--seed): searches that differ only here share one seed model.",
-        show_default=False)] = None,
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    json_output: JsonOpt = False,
-) -> None:
+def _flag(option: Any) -> Any:
+    """The typer option of one row of :data:`alphac.search.options.OPTIONS`."""
+    flags = (option.flag, "-t") if option.name == "target" else (option.flag,)
+    return Annotated[option.type, typer.Option(*flags, help=option.help,
+                                               show_default=option.show_default)]
+
+
+def optimize(model: str, json_output: bool = False, **options: Any) -> None:
     """Search for models as accurate as MODEL and cheaper (αNAS evolution); resumable."""
     from alphac.cli.live import SearchView, duration
     from alphac.search.api import optimize as run_search
 
-    options = dict(target=target, candidates=candidates, budget=budget, objective=objective,
-                   max_accuracy_drop=max_accuracy_drop, steps=steps, epochs=epochs,
-                   final_steps=final_steps, subset=subset, batch_size=batch_size, lr=lr,
-                   seed_steps=seed_steps, seed_epochs=seed_epochs, finetune_lr=finetune_lr,
-                   final_init=final_init, val_images=val_images, test_images=test_images,
-                   workers=workers, executor=executor, ray_address=ray_address, mutator=mutator,
-                   strategy=strategy, rungs=rungs, eta=eta, seed=seed, search_seed=search_seed,
-                   device=device, data_dir=data_dir, resume=resume, out=out)
     if json_output:
         print_json(run_search(model, **options).report)
         return
@@ -138,3 +67,12 @@ def optimize(
                   highlight=False)
     console.print(f"best #{result.best['id']} -> {result.best_dir / 'model.py'}; "
                   f"`alphac report {result.run_dir}` shows its lineage", highlight=False)
+
+
+# the flags come from the option table (alphac.search.options), as alphac.optimize's keywords do
+optimize.__signature__ = signature(  # type: ignore[attr-defined]
+    first=[inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                             annotation=ModelArg)],
+    last=[inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, default=False,
+                            annotation=JsonOpt)], annotate=_flag)
+optimize = handles_user_errors(optimize)

@@ -16,12 +16,14 @@ are :class:`alphac.errors.UserError` subclasses with the same messages as the CL
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from alphac.search.driver import SearchResult, SearchSettings, parse_duration
+from alphac.search.driver import SearchSettings, parse_duration
 from alphac.search.driver import optimize as run_search
+from alphac.search.options import OPTIONS, defaults, signature
+from alphac.search.results import RunResult
 
 __all__ = ["optimize", "recipes"]
 
@@ -68,42 +70,44 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
     return proxy, final, seed
 
 
-def optimize(model: Any, *, target: str = "fashion-mnist", out: str | Path = "alphac-run",
-             candidates: int | None = None, budget: str | float | None = None,
-             objective: str = "params", max_accuracy_drop: float = 0.5,
-             steps: int | None = None, epochs: float | None = None,
-             final_steps: int | None = None, subset: int | None = 6000, batch_size: int = 64,
-             lr: float = 0.05, seed_steps: int | None = None, seed_epochs: float | None = None,
-             finetune_lr: float | None = None, final_init: str = "inherited",
-             val_images: int | None = None, test_images: int | None = None,
-             workers: int | None = None, executor: str = "local",
-             ray_address: str | None = None, mutator: str = "property",
-             strategy: str = "evolution", rungs: int = 0, eta: int = 3, seed: int = 0,
-             search_seed: int | None = None,
-             device: str = "auto", data_dir: str | None = None, resume: bool = False,
-             on_event: Callable[[str, dict], None] | None = None) -> SearchResult:
+def optimize(model: Any, *, on_event: Callable[[str, dict], None] | None = None,
+             **options: Any) -> RunResult:
     """Search for models as accurate as ``model`` and cheaper; see `alphac optimize --help`.
 
     ``budget`` is seconds or a duration such as ``"30m"``; with neither ``budget`` nor
     ``candidates``, 20 candidates. ``workers`` defaults to one per GPU, else one per 2 CPU
     cores. The recipes are :func:`recipes`'s. Returns the
-    :class:`~alphac.search.driver.SearchResult` (``best``, ``pareto``, ``seed_model``,
+    :class:`~alphac.search.results.RunResult` (``best``, ``pareto``, ``seed_model``,
     ``run_dir``, ``best_dir``, ``report``)."""
     from alphac.search.executors import default_workers
 
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"optimize() got unknown options {', '.join(unknown)}; the options are "
+                        f"{', '.join(OPTIONS)}")
+    o = {**defaults(), **options}
+    target, candidates, budget, device = o["target"], o["candidates"], o["budget"], o["device"]
+    workers = o["workers"]
     budget_s = parse_duration(budget) if isinstance(budget, str) else budget
     if candidates is None and budget_s is None:
         candidates = 20
-    proxy, final, seed_recipe = recipes(
-        steps=steps, epochs=epochs, final_steps=final_steps, subset=subset,
-        batch_size=batch_size, lr=lr, seed_steps=seed_steps, seed_epochs=seed_epochs,
-        finetune_lr=finetune_lr, final_init=final_init, val_images=val_images,
-        test_images=test_images)
+    proxy, final, seed_recipe = recipes(**{k: o[k] for k in _RECIPE_OPTIONS})
     settings = SearchSettings(
         target=target, candidates=candidates, budget_s=None if budget_s is None else
-        float(budget_s), objective=objective, max_accuracy_drop=max_accuracy_drop,
-        mutator=mutator, strategy=strategy, proxy=proxy, final=final, seed_recipe=seed_recipe,
-        final_init=final_init, seed=seed, search_seed=search_seed,
-        workers=workers if workers is not None else default_workers(device), executor=executor,
-        device=device, data_dir=data_dir, ray_address=ray_address, rungs=rungs, eta=eta)
-    return run_search(model, out=out, settings=settings, resume=resume, on_event=on_event)
+        float(budget_s), proxy=proxy, final=final, seed_recipe=seed_recipe,
+        workers=workers if workers is not None else default_workers(device),
+        **{k: o[k] for k in _SETTINGS_OPTIONS})
+    return run_search(model, out=o["out"], settings=settings, resume=o["resume"],
+                      on_event=on_event)
+
+
+#: The options that build the recipes, and those that go to the settings as they are.
+_RECIPE_OPTIONS = ("steps", "epochs", "final_steps", "subset", "batch_size", "lr", "seed_steps",
+                   "seed_epochs", "finetune_lr", "final_init", "val_images", "test_images")
+_SETTINGS_OPTIONS = ("objective", "max_accuracy_drop", "mutator", "strategy", "final_init",
+                     "seed", "search_seed", "executor", "device", "data_dir", "ray_address",
+                     "rungs", "eta")
+optimize.__signature__ = signature(  # type: ignore[attr-defined]
+    first=[inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Any)],
+    last=[inspect.Parameter("on_event", inspect.Parameter.KEYWORD_ONLY, default=None,
+                            annotation=Callable[[str, dict], None] | None)])

@@ -34,7 +34,7 @@ import random
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,16 +51,26 @@ from alphac.passes.transform.mutate import MUTATORS, mutate
 from alphac.runtime.device import resolve_device
 from alphac.runtime.targets import get_target
 from alphac.search import faults
+from alphac.search.budget import Budget, scaled
 from alphac.search.candidate import CandidateResult, CandidateTask
-from alphac.search.executors import LOST, InlineExecutor, LocalExecutor
+from alphac.search.executors import LOST, Executor, InlineExecutor, LocalExecutor
 from alphac.search.journal import Journal
-from alphac.search.selection import Candidate, best_within, pareto_front, select_parent
+from alphac.search.objectives import OBJECTIVES, Measured, get_objective, row_cost
+from alphac.search.options import defaults, names
+from alphac.search.results import ModelRow, RunResult
+from alphac.search.schedule import PROPOSERS, Member, next_promotion, next_reference, score
+from alphac.search.selection import Candidate, best_within, pareto_front
 
 __all__ = ["OBJECTIVES", "STRATEGIES", "SearchResult", "SearchSettings", "optimize"]
 
-OBJECTIVES = ("params", "flops", "latency")
-STRATEGIES = ("evolution", "random-search")
+STRATEGIES = tuple(PROPOSERS)
 FINAL_INITS = ("inherited", "scratch")
+#: The settings that say when a search stops, and where it runs: given anew by every session
+#: (a run started on one machine resumes on another, with other workers); the rest define the
+#: run and are stored in its journal.
+WHEN_TO_STOP = ("candidates", "budget_s")
+WHERE_IT_RUNS = names("where")
+_DEFAULT = defaults()
 #: A gentle fine-tune (children start from their parent's trained weights): no warm-up, a cosine
 #: decay from a low peak, no augmentation; the re-warm to the seed's peak rate collapsed children.
 FINETUNE: dict[str, Any] = {"batch_size": 64, "lr": 0.01, "warmup": 0.0, "schedule": "cosine",
@@ -69,8 +79,9 @@ FINETUNE: dict[str, Any] = {"batch_size": 64, "lr": 0.01, "warmup": 0.0, "schedu
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """What a search does; stored in the journal (a resumed run keeps its own, except the
-    ``candidates`` and ``budget_s`` given to the resume).
+    """What a search does; stored in the journal. A resumed run keeps what defines it (the
+    target, objective, recipes, seeds, mutator, strategy, halving) and takes when to stop
+    (:data:`WHEN_TO_STOP`) and where it runs (:data:`WHERE_IT_RUNS`) from the resume.
 
     ``candidates`` children are trained (the seed not counted) and/or the search stops starting
     work when ``budget_s`` seconds of wall time (over all sessions, the final retraining
@@ -88,28 +99,28 @@ class SearchSettings:
     search weights (``final_init="inherited"``), the seed from its deepest reference, or every
     model is trained from scratch with ``final`` (``"scratch"``, the paper's protocol)."""
 
-    target: str = "fashion-mnist"
+    target: str = _DEFAULT["target"]
     candidates: int | None = 20
-    objective: str = "params"
-    max_accuracy_drop: float = 0.5
-    mutator: str = "property"
-    strategy: str = "evolution"
+    objective: str = _DEFAULT["objective"]
+    max_accuracy_drop: float = _DEFAULT["max_accuracy_drop"]
+    mutator: str = _DEFAULT["mutator"]
+    strategy: str = _DEFAULT["strategy"]
     proxy: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE, epochs=1.0, lr=0.01))
     final: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE, epochs=1.0, lr=0.01))
     seed_recipe: dict[str, Any] = field(default_factory=lambda: {
         "epochs": 3.0, "batch_size": 64, "lr": 0.05, "subset": 6000})
-    final_init: str = "inherited"
-    seed: int = 0
+    final_init: str = _DEFAULT["final_init"]
+    seed: int = _DEFAULT["seed"]
     search_seed: int | None = None
     workers: int = 1
-    executor: str = "local"
-    device: str = "auto"
+    executor: str = _DEFAULT["executor"]
+    device: str = _DEFAULT["device"]
     data_dir: str | None = None
     population: int | None = None
     ray_address: str | None = None
     budget_s: float | None = None
-    rungs: int = 0
-    eta: int = 3
+    rungs: int = _DEFAULT["rungs"]
+    eta: int = _DEFAULT["eta"]
 
     def __post_init__(self) -> None:
         checks = [(self.candidates is not None or self.budget_s is not None,
@@ -139,68 +150,8 @@ class SearchSettings:
                 raise UserError(message, hint="see `alphac optimize --help`")
 
 
-@dataclass
-class SearchResult:
-    """Where a finished search put its results, and the report it wrote (``report.json``)."""
-
-    run_dir: Path
-    report: dict[str, Any]
-
-    @property
-    def best(self) -> dict[str, Any]:
-        """The cheapest retrained model within the accuracy constraint (the seed if none)."""
-        return self.report["best"]
-
-    @property
-    def seed_model(self) -> dict[str, Any]:
-        return self.report["seed_model"]
-
-    @property
-    def pareto(self) -> list[dict[str, Any]]:
-        """The retrained Pareto front (validation accuracy against the chosen cost)."""
-        return self.report["pareto"]
-
-    @property
-    def best_dir(self) -> Path:
-        """``best/``: ``model.py`` (torch only, ``build_model()``), ``weights.pt``, ``model.pt2``."""
-        return self.run_dir / "best"
-
-    def __repr__(self) -> str:
-        return (f"SearchResult({str(self.run_dir)!r}: best #{self.best['id']} "
-                f"params {self.best['params']}, pareto {len(self.pareto)})")
-
-
-@dataclass
-class _Member:
-    id: int
-    gm: Any
-    blocks: list
-    cost: float | None = None
-    accs: list[float] = field(default_factory=list)  # validation accuracy per rung, 0 first
-    weights: list[str] = field(default_factory=list)  # the trained state per rung (relative)
-    stuck: bool = False  # a promotion failed: never promoted again
-    code: str = ""  # generated from ``gm`` in this process, never read back from the run dir
-    seconds: float = 0.0  # worker time over all rungs
-    generation: int = 0  # fine-tunes since the seed's training (the seed: 0)
-    plan: tuple = ()  # how its weights start from its parent's (the mutation's weight_plan)
-
-    @property
-    def val_accuracy(self) -> float | None:
-        return self.accs[0] if self.accs else None
-
-
-def _work(recipe: dict[str, Any]) -> float:
-    """Training samples a recipe processes (to compare schedules, e.g. final against proxy)."""
-    if recipe.get("steps"):
-        return float(recipe["steps"]) * recipe.get("batch_size", 256)
-    return float(recipe.get("epochs", 10.0)) * (recipe.get("subset") or 60_000)
-
-
-def _scaled(recipe: dict[str, Any], factor: float) -> dict[str, Any]:
-    """``recipe`` with ``factor`` times its training budget."""
-    if recipe.get("steps"):
-        return {**recipe, "steps": max(1, round(recipe["steps"] * factor))}
-    return {**recipe, "epochs": float(recipe.get("epochs", 10.0)) * factor}
+#: What :func:`optimize` returns: the finished run, as ``alphac report`` reads it.
+SearchResult = RunResult
 
 
 class _Search:
@@ -208,22 +159,20 @@ class _Search:
                  run_dir: Path, on_event: Callable[[str, dict], None] | None) -> None:
         self.traced, self.journal, self.s, self.run_dir = traced, journal, settings, run_dir
         self.say_to = on_event or (lambda kind, info: None)
-        self.members: dict[int, _Member] = {}
+        self.members: dict[int, Member] = {}
         self.seed_id: int | None = None
         self.retries: dict[tuple[int, int], int] = {}
         self.inflight: set[tuple[int, int]] = set()
         self.session = journal.begin_session()
-        self.elapsed_before = journal.elapsed_seconds()
-        self.began = time.monotonic()
+        self.budget = Budget(settings.budget_s, journal.elapsed_seconds(), settings.proxy,
+                             settings.final)
         self.overhead_s = 0.0  # driver seconds for children outside training (this session)
         self.overhead_children = 0
-        self.child_seconds: list[float] = []  # worker seconds per rung-0 training
         self.synthesis_failures = 0
-        self.executor: Any = None
+        self.executor: Executor | None = None
         #: the seed's equal-training references: generation -> (val accuracy, weights path)
         self.refs: dict[int, tuple[float, str]] = {}
         self.refs_stuck = False  # a reference failed: later generations use the deepest one
-        self.rates: list[float] = []  # worker seconds per training image, per finished job
 
     @property
     def search_seed(self) -> int:
@@ -253,7 +202,7 @@ class _Search:
             seed=(self.s.seed if ident == self.seed_id else self.search_seed) + ident
             + 7919 * rung,
             device=self.s.device, data_dir=self.s.data_dir, test=test,
-            latency=self.s.objective == "latency" and rung == 0,
+            latency=get_objective(self.s.objective).in_worker and rung == 0,
             save_to=str(save_to or folder / "trained.pt"), rung=rung)
 
     def _reference_task(self, generation: int) -> CandidateTask:
@@ -267,7 +216,7 @@ class _Search:
     def _promotion_task(self, ident: int, rung: int) -> CandidateTask:
         """Continue ``ident``'s training from rung ``rung - 1`` to ``eta ** rung`` proxies."""
         member, eta = self.members[ident], self.s.eta
-        recipe = _scaled(self.s.proxy, eta ** rung - eta ** (rung - 1))
+        recipe = scaled(self.s.proxy, eta ** rung - eta ** (rung - 1))
         return self._task(ident, recipe=recipe, weights=self.run_dir / member.weights[-1],
                           save_to=self.run_dir / self._rel(f"trained-r{rung}.pt", ident),
                           rung=rung)
@@ -294,7 +243,7 @@ class _Search:
         gm = self.traced.gm
         ident = self.journal.add(None, None, self.s.seed, model_fingerprint(gm),
                                  self._rel("model.py", 1), self._rel("weights.pt", 1))
-        self.members[ident] = _Member(ident, gm, self.traced.blocks)
+        self.members[ident] = Member(ident, gm, self.traced.blocks)
         self._write(ident, gm)
         self.seed_id = ident
         return ident
@@ -302,7 +251,7 @@ class _Search:
     def spawn(self) -> int | None:
         """A new child of a chosen parent, written and journalled; None if mutation failed."""
         began = time.monotonic()
-        ident = len(self.journal.individuals()) + 1
+        ident = self.journal.next_id()
         rng = random.Random(f"alphac-select-{self.search_seed}-{ident}")
         parent = self.members[self._choose_parent(rng)]
         seed = self.search_seed * 1_000_003 + ident
@@ -323,7 +272,7 @@ class _Search:
                                 child.record.fingerprint_child, self._rel("model.py", ident),
                                 self._rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
-        self.members[ident] = _Member(ident, child.gm, find_blocks(child.gm, None),
+        self.members[ident] = Member(ident, child.gm, find_blocks(child.gm, None),
                                       generation=parent.generation + 1,
                                       plan=child.record.weight_plan)
         self._write(ident, child.gm)
@@ -339,34 +288,13 @@ class _Search:
             inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True),
                             plan=plan)
 
-    def score(self, member: _Member) -> float | None:
-        """Validation accuracy on the seed's scale at equal training: the member's accuracy at
-        its highest rung that the seed also reached, shifted by the seed's gain from rung 0 to
-        that rung, minus the seed's gain from ``generation`` fine-tunes (its reference of the
-        member's generation, or the deepest one trained so far)."""
-        seed = self.members[self.seed_id]
-        if not member.accs or not seed.accs:
-            return None
-        rung = min(len(member.accs), len(seed.accs)) - 1
-        return member.accs[rung] - seed.accs[rung] + seed.accs[0] - self.generation_gain(
-            member.generation)
-
-    def generation_gain(self, generation: int) -> float:
-        """What ``generation`` fine-tunes added to the seed's validation accuracy (0 before
-        its references are trained)."""
-        known = [g for g in self.refs if g <= generation]
-        return self.refs[max(known)][0] - self.refs[0][0] if known and 0 in self.refs else 0.0
+    def score(self, member: Member) -> float | None:
+        """The member's score at equal training (:func:`alphac.search.schedule.score`)."""
+        return score(member, self.members[self.seed_id], self.refs)
 
     def next_reference(self) -> int | None:
-        """The generation whose reference should be trained next, if any: one past the deepest
-        trained, when some individual is that deep and none is in flight."""
-        if self.refs_stuck or 0 not in self.refs:
-            return None
-        g = max(self.refs) + 1
         deepest = max((m.generation for m in self.members.values()), default=0)
-        if g > deepest or any(r < 0 for _, r in self.inflight):
-            return None
-        return g
+        return next_reference(self.refs, self.refs_stuck, deepest, self.inflight)
 
     def candidates(self) -> list[Candidate]:
         return [Candidate(m.id, self.score(m), m.cost, m.id) for m in self.members.values()
@@ -377,35 +305,17 @@ class _Search:
         seed = next((c for c in done if c.id == self.seed_id), None)
         if seed is None:
             return self.seed_id
-        if self.s.strategy == "random-search":
-            # random chains of mutations from the seed: any finished individual, unselected
-            return rng.choice(done).id
-        return select_parent(done, seed, rng, population=self.s.population).id
+        return PROPOSERS[self.s.strategy](done, seed, rng, self.s.population)
 
-    # ---- successive halving -----------------------------------------------------------------
     def next_promotion(self) -> tuple[int, int] | None:
-        """The next (id, rung) to train longer, highest rung first; the seed before others."""
-        if self.s.rungs < 1:
-            return None
-        seed = self.members[self.seed_id]
-        for rung in range(self.s.rungs, 0, -1):
-            ranked = sorted((m for m in self.members.values()
-                             if len(m.accs) >= rung and m.cost is not None),
-                            key=lambda m: (-m.accs[rung - 1], m.id))
-            top = ranked[:len(ranked) // self.s.eta]
-            due = [m for m in top if len(m.accs) == rung and not m.stuck
-                   and (m.id, rung) not in self.inflight]
-            if not due:
-                continue
-            if len(seed.accs) == rung and not seed.stuck:  # the reference goes first
-                return None if (seed.id, rung) in self.inflight else (seed.id, rung)
-            return due[0].id, rung
-        return None
+        """The next (id, rung) to train longer (:func:`alphac.search.schedule.next_promotion`)."""
+        return next_promotion(self.members, self.seed_id, self.s.rungs, self.s.eta,
+                              self.inflight)
 
     # ---- results ----------------------------------------------------------------------------
     def submit(self, ident: int, rung: int = 0) -> None:
         if rung == 0:
-            self.journal.start(ident, "local")
+            self.journal.start(ident, self.s.executor)
             task = self._task(ident)
         elif rung < 0:
             task = self._reference_task(-rung)
@@ -431,10 +341,13 @@ class _Search:
             return
         if result.rung > 0:
             self._record_promotion(result)
-            return
-        if result.rung < 0:
+        elif result.rung < 0:
             self._record_reference(result)
-            return
+        else:
+            self._record_trained(result, began)
+
+    def _record_trained(self, result: CandidateResult, began: float) -> None:
+        """A trial's first training (its proxy; the seed's own recipe) finished or failed."""
         member = self.members[result.id]
         if result.status == LOST:  # its second attempt died too
             result = replace(result, reason="worker died twice")
@@ -452,20 +365,20 @@ class _Search:
         member.accs = [result.val_accuracy]
         member.weights = [self._rel("trained.pt", result.id)]
         member.seconds += result.seconds
-        member.cost = (result.latency_ms if self.s.objective == "latency"
-                       else float(cost.params if self.s.objective == "params"
-                                  else cost.flops_per_sample))
+        values = _measure(Measured(member.gm, cost, result))
+        member.cost = values.get(self.s.objective)
         images = self._images(result)
         self.journal.finish(result.id, params=cost.params, flops=cost.flops_per_sample,
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
                             train_seconds=result.train_seconds or 0.0,
                             extra={"worker_seconds": result.seconds, "images": images,
                                    "generation": member.generation,
-                                   "images_per_second": result.metrics.get("images_per_second")})
+                                   "images_per_second": result.metrics.get("images_per_second")},
+                            values=values)
         if result.id == self.seed_id:
             self.refs[0] = (result.val_accuracy, member.weights[0])
         if result.id != self.seed_id:
-            self.child_seconds.append(result.seconds)
+            self.budget.child_seconds.append(result.seconds)
             self.overhead_children += 1
             self.overhead_s += time.monotonic() - began
         self.say("done", {"id": result.id, "val_accuracy": result.val_accuracy,
@@ -478,8 +391,7 @@ class _Search:
         recipe = self.s.seed_recipe if result.id == self.seed_id and result.rung == 0 \
             else self.s.proxy
         images = int(result.metrics.get("steps") or 0) * int(recipe.get("batch_size", 64))
-        if images and result.seconds:
-            self.rates.append(result.seconds / images)
+        self.budget.observe(result.seconds, images)
         return images
 
     def _record_reference(self, result: CandidateResult) -> None:
@@ -521,30 +433,24 @@ class _Search:
 
     # ---- time -------------------------------------------------------------------------------
     def elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.began
+        return self.budget.elapsed()
 
     def _mean_child_seconds(self) -> float:
-        if self.rates and not self.child_seconds:  # before any child: from the seed's speed
-            return _work(self.s.proxy) * statistics.median(self.rates)
-        done = self.child_seconds or [m.seconds for m in self.members.values() if m.accs]
-        return sum(done) / len(done) if done else 0.0
+        return self.budget.mean_child_seconds([m.seconds for m in self.members.values()
+                                               if m.accs])
+
+    def _front_size(self) -> int:
+        return len({c.id for c in pareto_front(self.candidates())} | {self.seed_id})
 
     def final_estimate(self, extra: int = 0) -> float:
         """Seconds the final retraining of the current front and the seed (and ``extra`` more
-        models) will take: their training images at the median measured worker seconds per
-        image (training, evaluation and start-up of every finished job, so the estimate
-        follows the machine's real speed and corrects itself as jobs finish)."""
-        if not self.rates:
-            return 0.0
-        front = {c.id for c in pareto_front(self.candidates())} | {self.seed_id}
-        return (len(front) + extra) * _work(self.s.final) * statistics.median(self.rates)
+        models) will take, at the measured speed (:class:`~alphac.search.budget.Budget`)."""
+        return self.budget.final_estimate(self._front_size() + extra)
 
     def budget_allows(self, seconds: float) -> bool:
-        """Whether work of ``seconds`` still fits the budget with the final retraining."""
-        if self.s.budget_s is None:
-            return True
-        # the new work may join the front: its final retraining is reserved too
-        return self.elapsed() + seconds + self.final_estimate(extra=1) <= self.s.budget_s
+        """Whether work of ``seconds`` still fits the budget with the final retraining (the
+        new work may join the front: its final retraining is reserved too)."""
+        return self.budget.allows(seconds, self._front_size() + 1)
 
     def progress(self) -> dict[str, Any]:
         """A snapshot for the live view: counts, the best so far, the front, an ETA."""
@@ -561,8 +467,8 @@ class _Search:
             left = ((self.s.candidates - self.trained_count(inds)) if self.s.candidates is not None
                     else float("inf"))
             eta_s = max(0.0, left) * mean / workers + self.final_estimate()
-            if self.s.budget_s is not None:
-                eta_s = min(eta_s, max(0.0, self.s.budget_s - self.elapsed()))
+            if self.budget.time_left() is not None:
+                eta_s = min(eta_s, self.budget.time_left())
         return {"trained": self.trained_count(inds), "total": self.s.candidates,
                 "running": running, "failed": sum(i.status == "failed" for i in inds),
                 "synthesis_failed": self.synthesis_failures,
@@ -587,7 +493,7 @@ class _Search:
             return True
         return self.trained_count() + running_children < self.s.candidates
 
-    def run(self, executor: Any, queued: list[int]) -> None:
+    def run(self, executor: Executor, queued: list[int]) -> None:
         self.executor = executor
         for ident in queued:
             self.submit(ident)
@@ -651,7 +557,7 @@ def _identity(traced: TracedModel, model: Any, target: str) -> dict[str, Any]:
     return identity
 
 
-def _executor(settings: SearchSettings) -> Any:
+def _executor(settings: SearchSettings) -> Executor:
     kwargs = dict(target=settings.target, recipe=settings.proxy, seed=settings.seed,
                   data_dir=settings.data_dir, device=settings.device)
     if settings.executor == "inline":
@@ -672,7 +578,7 @@ def _replay(search: _Search) -> list[int]:
     search.journal.requeue_running()
     for ind in search.journal.individuals():
         if ind.parent is None:
-            search.members[ind.id] = _Member(ind.id, search.traced.gm, search.traced.blocks)
+            search.members[ind.id] = Member(ind.id, search.traced.gm, search.traced.blocks)
             search.seed_id = ind.id
         elif ind.status != "failed" or not (ind.reason or "").startswith("synthesis:"):
             parent = search.members[ind.parent]
@@ -682,7 +588,7 @@ def _replay(search: _Search) -> list[int]:
                 raise UserError(f"cannot resume: individual {ind.id} no longer replays to the "
                                 "recorded child (alphac or the model changed since the run began)",
                                 hint="start a new run with another --out")
-            search.members[ind.id] = _Member(ind.id, child.gm, find_blocks(child.gm, None),
+            search.members[ind.id] = Member(ind.id, child.gm, find_blocks(child.gm, None),
                                              generation=parent.generation + 1,
                                              plan=child.record.weight_plan)
         member = search.members.get(ind.id)
@@ -697,12 +603,11 @@ def _replay(search: _Search) -> list[int]:
                 member.accs.append(rung["val_accuracy"])
                 member.weights.append(rung["weights"])
                 member.seconds += float(rung.get("train_seconds") or 0.0)
-            member.cost = (ind.latency_ms if search.s.objective == "latency" else
-                           float(ind.params if search.s.objective == "params" else ind.flops))
+            member.cost = ind.values.get(search.s.objective)
             if ind.parent is not None:
-                search.child_seconds.append(member.seconds / len(member.accs))
+                search.budget.child_seconds.append(member.seconds / len(member.accs))
             if ind.extra.get("images") and ind.extra.get("worker_seconds"):
-                search.rates.append(ind.extra["worker_seconds"] / ind.extra["images"])
+                search.budget.rates.append(ind.extra["worker_seconds"] / ind.extra["images"])
             if ind.parent is None:
                 search.refs[0] = (ind.val_accuracy, member.weights[0])
                 for ref in ind.extra.get("references", []):
@@ -717,6 +622,15 @@ def _replay(search: _Search) -> list[int]:
                 search._write(ind.id, member.gm)
             queued.append(ind.id)
     return queued
+
+
+def _measure(measured: Measured) -> dict[str, float | None]:
+    """Every objective's value for a finished training (None where it was not measured)."""
+    values = {}
+    for objective in OBJECTIVES.values():
+        value = objective.measure(measured)
+        values[objective.name] = None if value is None else float(value)
+    return values
 
 
 def identity_name(model: Any) -> str:
@@ -740,7 +654,7 @@ def _trace_module(module: nn.Module, spec: Any, seed: int) -> TracedModel:
 
 def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSettings | None = None,
              resume: bool = False, on_event: Callable[[str, dict], None] | None = None
-             ) -> SearchResult:
+             ) -> RunResult:
     """Search for cheaper models as accurate as ``model`` (a model file, ``zoo:NAME`` or an
     ``nn.Module``).
 
@@ -766,8 +680,8 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
         journal = Journal.open(run_dir, expect_identity=identity)
         known = {f.name for f in fields(SearchSettings)}
         stored = {k: v for k, v in journal.settings.items() if k in known}
-        settings = SearchSettings(**{**stored, "candidates": settings.candidates,
-                                     "budget_s": settings.budget_s})
+        settings = SearchSettings(**{**stored, **{name: getattr(settings, name) for name in
+                                                  (*WHEN_TO_STOP, *WHERE_IT_RUNS)}})
     else:
         journal = Journal.create(run_dir, asdict(settings), identity)
     with journal:
@@ -775,11 +689,13 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
         queued = _replay(search) if resume else [search.add_seed()]
         with _executor(settings) as executor:
             search.run(executor, queued)
-        search_seconds = search.elapsed()
-        report = _finish(search, search_seconds)
+            search_seconds = search.elapsed()
+            _finish(search, search_seconds, executor)
         journal.heartbeat(search.session)
         journal.write_history_csv(run_dir / "history.csv")
-    return SearchResult(run_dir, report)
+    from alphac.search.report import load_run
+
+    return load_run(run_dir)
 
 
 def _kendall_tau(a: list[float], b: list[float]) -> float | None:
@@ -792,47 +708,89 @@ def _kendall_tau(a: list[float], b: list[float]) -> float | None:
     return score / len(pairs)
 
 
-def _finish(search: _Search, search_seconds: float) -> dict[str, Any]:
-    """Retrain the front and the seed with the final recipe, test once, write the outputs."""
-    from alphac.runtime.recipe import Recipe
-    from alphac.runtime.train import load_task_data
-    from alphac.search.candidate import evaluate_candidate
+#: The recipe fields that decide which images a worker loads (its data is loaded once).
+_DATA_FIELDS = ("subset", "val_fraction", "val_subset", "test_subset")
 
+
+def _finish(search: _Search, search_seconds: float, executor: Executor) -> RunResult:
+    """Retrain the front and the seed with the final recipe on the search's executor (in
+    parallel where it has several workers), test once, write the outputs."""
     s, run_dir = search.s, search.run_dir
-    front = {c.id for c in pareto_front(search.candidates())} | {search.seed_id}
+    front = sorted({c.id for c in pareto_front(search.candidates())} | {search.seed_id})
     search.say("final_start", {"models": len(front), "estimate_s": search.final_estimate()})
     began = time.monotonic()
-    data = load_task_data(s.target, Recipe(**s.final), seed=s.seed, data_dir=s.data_dir,
-                          device=s.device)
-    rows = []
     deepest = max((search.members[i].generation for i in front), default=0)
-    for ident in sorted(front):
+    tasks = {}
+    for ident in front:
         folder = run_dir / "pareto" / f"{ident:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.py").write_text(search.code_of(ident))
-        start = _final_start(search, ident, deepest)
-        task = replace(search._task(ident, test=True, recipe=s.final,
-                                    save_to=folder / "weights.pt"), weights=start,
-                       latency=s.objective == "latency")
-        result = evaluate_candidate(task, data)
-        pt2 = (_export_pt2(folder, search.code_of(ident), search.traced.example_inputs)
-               if result.status == "done" else "not trained")
-        ind, member = search.journal.get(ident), search.members[ident]
-        rows.append({"id": ident, "parent": ind.parent, "params": ind.params,
-                     "flops": ind.flops,
-                     "latency_ms": result.latency_ms if result.latency_ms is not None
-                     else ind.latency_ms,
-                     "proxy_val_accuracy": ind.val_accuracy, "rung": len(member.accs) - 1,
-                     "generation": member.generation, "search_score": search.score(member),
-                     "final_init": "scratch" if start is None else
-                     str(Path(start).relative_to(run_dir)),
-                     "rung_val_accuracy": member.accs[-1], "status": result.status,
-                     "reason": result.reason, "val_accuracy": result.val_accuracy,
-                     "test_accuracy": result.test_accuracy, "path": str(folder),
-                     "pt2": None if pt2 else str(folder / "model.pt2"), "pt2_error": pt2})
-        search.say("final", rows[-1])
+        tasks[ident] = replace(search._task(ident, test=True, recipe=s.final,
+                                            save_to=folder / "weights.pt"),
+                               weights=_final_start(search, ident, deepest),
+                               latency=get_objective(s.objective).in_worker)
+    rows = [_final_row(search, tasks[r.id], r) for r in _final_results(search, executor, tasks)]
     timing = _timing(search, search_seconds, time.monotonic() - began)
-    return _report(search, rows, timing)
+    return _report(search, sorted(rows, key=lambda r: r.id), timing)
+
+
+def _final_results(search: _Search, executor: Executor, tasks: dict[int, CandidateTask]
+                   ) -> Iterator[CandidateResult]:
+    """Each final task's result as it finishes, from ``executor`` (a lost one is tried once
+    more), or in this process where the final recipe reads other images than the workers
+    loaded."""
+    s = search.s
+    if any(s.final.get(k) != s.proxy.get(k) for k in _DATA_FIELDS):
+        from alphac.runtime.recipe import Recipe
+        from alphac.runtime.train import load_task_data
+        from alphac.search.candidate import evaluate_candidate
+
+        data = load_task_data(s.target, Recipe(**s.final), seed=s.seed, data_dir=s.data_dir,
+                              device=s.device)
+        for task in tasks.values():
+            yield evaluate_candidate(task, data)
+        return
+    for task in tasks.values():
+        executor.submit(task)
+    waiting, retried = set(tasks), set()
+    while waiting:
+        if executor.running == 0:  # nothing will come back for the rest
+            for ident in sorted(waiting):
+                yield CandidateResult(ident, "failed", "its worker was lost")
+            return
+        for result in executor.results(timeout=5.0):
+            if result.status == LOST and result.id not in retried:
+                retried.add(result.id)
+                executor.submit(tasks[result.id])
+                continue
+            waiting.discard(result.id)
+            yield result
+        search.journal.heartbeat(search.session)
+
+
+def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) -> ModelRow:
+    """The report's row of one retrained model (and its ``model.pt2`` export)."""
+    ident, run_dir = result.id, search.run_dir
+    folder = run_dir / "pareto" / f"{ident:06d}"
+    pt2 = (_export_pt2(folder, search.code_of(ident), search.traced.example_inputs)
+           if result.status == "done" else "not trained")
+    ind, member = search.journal.get(ident), search.members[ident]
+    # what the worker measures (latency) is measured again where the final model trained
+    remeasured = {o.name: o.measure(Measured(member.gm, None, result))
+                  for o in OBJECTIVES.values() if o.in_worker}
+    values = {**ind.values, **{k: v for k, v in remeasured.items() if v is not None}}
+    row = ModelRow(
+        ident, parent=ind.parent, params=ind.params, flops=ind.flops,
+        latency_ms=result.latency_ms if result.latency_ms is not None else ind.latency_ms,
+        values=values, proxy_val_accuracy=ind.val_accuracy, rung=len(member.accs) - 1,
+        generation=member.generation, search_score=search.score(member),
+        final_init="scratch" if task.weights is None else str(Path(task.weights).relative_to(
+            run_dir)),
+        rung_val_accuracy=member.accs[-1], status=result.status, reason=result.reason,
+        val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
+        path=str(folder), pt2=None if pt2 else str(folder / "model.pt2"), pt2_error=pt2)
+    search.say("final", row.to_json())
+    return row
 
 
 def _final_start(search: _Search, ident: int, deepest: int) -> str | None:
@@ -855,7 +813,8 @@ def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dic
     which the worker that will train the child waits."""
     per_child = (search.overhead_s / search.overhead_children if search.overhead_children
                  else None)
-    median = statistics.median(search.child_seconds) if search.child_seconds else None
+    child_seconds = search.budget.child_seconds
+    median = statistics.median(child_seconds) if child_seconds else None
     speeds = [i.extra["images_per_second"] for i in search.journal.individuals("done")
               if i.extra.get("images_per_second")]
     return {"search_seconds": search_seconds, "final_seconds": final_seconds,
@@ -887,43 +846,45 @@ def _export_pt2(folder: Path, code: str, example_inputs: tuple) -> str | None:
     return None
 
 
-def _report(search: _Search, rows: list[dict[str, Any]], timing: dict[str, Any]
-            ) -> dict[str, Any]:
+def _report(search: _Search, rows: list[ModelRow], timing: dict[str, Any]) -> RunResult:
     s, run_dir = search.s, search.run_dir
-    ok = [r for r in rows if r["status"] == "done"]
-    seed_row = next(r for r in rows if r["id"] == search.seed_id)
-    key = {"params": "params", "flops": "flops", "latency": "latency_ms"}[s.objective]
-    cands = [Candidate(r["id"], r["val_accuracy"], float(r[key] or 0), r["id"]) for r in ok]
+    ok = [r for r in rows if r.status == "done"]
+    seed_row = next(r for r in rows if r.id == search.seed_id)
+    cands = [Candidate(r.id, r.val_accuracy, row_cost(r, s.objective) or 0.0, r.id) for r in ok]
     seed_c = next((c for c in cands if c.id == search.seed_id), None)
     best_id = (best_within(cands, seed_c, s.max_accuracy_drop / 100).id if seed_c is not None
                else search.seed_id)
-    best = next(r for r in rows if r["id"] == best_id)
+    best = next(r for r in rows if r.id == best_id)
     (run_dir / "best").mkdir(exist_ok=True)
     for name in ("model.py", "weights.pt", "model.pt2"):
-        source = Path(best["path"]) / name
+        source = Path(best.path) / name
         if source.is_file():
             shutil.copyfile(source, run_dir / "best" / name)
-    pareto = [r for r in ok if r["id"] in {c.id for c in pareto_front(cands)}]
+    pareto = [r for r in ok if r.id in {c.id for c in pareto_front(cands)}]
     schedules = {"seed": s.seed_recipe, "proxy": s.proxy, "final": s.final,
                  "final_init": s.final_init,
                  "successive_halving": {"rungs": s.rungs, "eta": s.eta,
                                         "rung_budgets_in_proxies": [s.eta ** r for r in
                                                                     range(s.rungs + 1)]}}
-    report = {"seed_model": seed_row, "pareto": pareto, "best": best, "retrained": rows,
-              "references": {str(g): {"val_accuracy": acc, "weights": w}
-                             for g, (acc, w) in sorted(search.refs.items())},
-              "settings": asdict(s), "schedules": schedules, "counts": search.journal.counts(),
-              "proxy_fidelity_kendall_tau": _kendall_tau(
-                  [r["proxy_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),
-              "rung_fidelity_kendall_tau": _kendall_tau(
-                  [r["rung_val_accuracy"] or 0.0 for r in ok], [r["val_accuracy"] for r in ok]),
-              "fidelity_over": len(ok), "timing": timing,
-              "failures": [{"id": i.id, "parent": i.parent, "reason": i.reason,
-                            "attempts": i.attempts}
-                           for i in search.journal.individuals("failed")]}
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    sections = {
+        "objectives": {o.name: {"unit": o.unit, "column": o.column} for o in OBJECTIVES.values()},
+        "references": {str(g): {"val_accuracy": acc, "weights": w}
+                       for g, (acc, w) in sorted(search.refs.items())},
+        "settings": asdict(s), "schedules": schedules, "counts": search.journal.counts(),
+        "timing": timing,
+        "failures": [{"id": i.id, "parent": i.parent, "reason": i.reason, "attempts": i.attempts}
+                     for i in search.journal.individuals("failed")]}
+    accs = [r.val_accuracy for r in ok]
+    fidelity = {"proxy_fidelity_kendall_tau": _kendall_tau(
+                    [r.proxy_val_accuracy or 0.0 for r in ok], accs),
+                "rung_fidelity_kendall_tau": _kendall_tau(
+                    [r.rung_val_accuracy or 0.0 for r in ok], accs),
+                "fidelity_over": len(ok)}
+    result = RunResult(run_dir, seed_row, tuple(pareto), best, tuple(rows), sections=sections,
+                       fidelity=fidelity)
+    (run_dir / "report.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     _plot(run_dir)
-    return report
+    return result
 
 
 def _plot(run_dir: Path) -> None:

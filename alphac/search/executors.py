@@ -22,14 +22,39 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from alphac.search.candidate import CandidateResult, CandidateTask, evaluate_candidate
 
-__all__ = ["LOST", "InlineExecutor", "LocalExecutor", "default_workers"]
+__all__ = ["LOST", "Executor", "InlineExecutor", "LocalExecutor", "default_workers"]
 
 #: The status of a result whose worker died before reporting.
 LOST = "lost"
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """What the search needs of a place to train: the search's candidates, the seed's
+    references and promotions, and the final retraining all go through one.
+
+    ``submit`` queues a task; ``results(timeout)`` yields the tasks that finished (in completion
+    order, a dead worker's as a ``lost`` result); ``running`` counts the tasks not yet yielded;
+    ``workers`` is how many run at once; ``close`` stops the workers (a context manager too)."""
+
+    workers: int
+
+    def submit(self, task: CandidateTask) -> None: ...
+
+    @property
+    def running(self) -> int: ...
+
+    def results(self, timeout: float | None = None) -> Iterator[CandidateResult]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 _DATA: dict[str, Any] = {}
 

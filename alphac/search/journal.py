@@ -45,23 +45,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import hashlib
 import json
 import math
 import os
 import secrets
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from alphac import __version__
 from alphac.errors import RunDirError, UserError
+from alphac.search.objectives import OBJECTIVES
 
 try:
     import fcntl
@@ -71,7 +71,7 @@ except ImportError:  # pragma: no cover - not POSIX: the single-writer lock is s
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "journal.lock"
 #: Stored in ``PRAGMA user_version``; a journal with a larger one was written by a newer alphac.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of an alphac journal ("alph"), so another SQLite file is not mistaken.
 APPLICATION_ID = 0x616C7068
 STATUSES = ("queued", "running", "done", "failed")
@@ -126,6 +126,12 @@ CREATE TABLE sessions (
     started_at REAL NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE trial_values (
+    trial INTEGER NOT NULL REFERENCES individuals(id),
+    objective TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (trial, objective)
+);
 """
 #: Schema 2 added ``sessions`` (the search's wall time across resumes, for ``--budget``); a
 #: schema-1 journal gains it when a writer opens it.
@@ -134,6 +140,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at REAL NOT NULL,
     last_seen REAL NOT NULL
+);
+"""
+#: Schema 3 added ``trial_values`` (every objective's value of a finished trial, by name, so
+#: an objective needs no column of its own); schema-1 and -2 journals gain it when a writer
+#: opens them, and read as having no extra values.
+_MIGRATE_TO_3 = """
+CREATE TABLE IF NOT EXISTS trial_values (
+    trial INTEGER NOT NULL REFERENCES individuals(id),
+    objective TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (trial, objective)
 );
 """
 
@@ -184,12 +201,45 @@ class JournalStateError(RuntimeError):
     """An event that the individual's status does not allow (a bug in the caller, not user input)."""
 
 
+class TrialState(StrEnum):
+    """Where a trial is: ``queued`` -> ``running`` -> ``done`` or ``failed`` (a str, so
+    ``trial.status == "done"`` reads as before)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
-class Individual:
-    """One row of the journal. JSON fields come back as JSON values (tuples as lists).
+class Rung:
+    """A longer training of a ``done`` trial (successive halving), or one of the seed's
+    equal-training references (``rung`` is then the generation); ``val_accuracy`` None: it
+    failed, ``reason`` says why."""
+
+    rung: int
+    val_accuracy: float | None
+    train_seconds: float
+    weights: str | None = None
+    weights_sha256: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any], key: str = "rung") -> Rung:
+        return cls(int(entry[key]), entry.get("val_accuracy"),
+                   float(entry.get("train_seconds") or 0.0), entry.get("weights"),
+                   entry.get("weights_sha256"), entry.get("reason"))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of the search (a row of the journal). JSON fields come back as JSON values
+    (tuples as lists).
 
     Paths are relative to the run directory (posix). ``code_sha256``/``weights_sha256`` are set by
     :meth:`Journal.finish`; the metrics are None until then (``test_accuracy`` may stay None).
+    ``values``: every objective's value by name (:data:`alphac.search.objectives.OBJECTIVES`),
+    the column-backed ones included.
     """
 
     id: int
@@ -217,9 +267,28 @@ class Individual:
     finished_at: float | None
     worker: str | None
     extra: dict[str, Any]
+    values: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def state(self) -> TrialState:
+        return TrialState(self.status)
+
+    @property
+    def rungs(self) -> tuple[Rung, ...]:
+        """The longer trainings after the proxy (rung 0 is the row's own ``val_accuracy``)."""
+        return tuple(Rung.from_entry(r) for r in self.extra.get("rungs", []))
+
+    @property
+    def references(self) -> tuple[Rung, ...]:
+        """The seed's equal-training references, by generation (empty for a child)."""
+        return tuple(Rung.from_entry(r, "generation") for r in self.extra.get("references", []))
 
 
-_COLUMNS = tuple(f.name for f in fields(Individual))
+#: The name the search used before trials were typed.
+Individual = Trial
+
+_COLUMNS = tuple(f.name for f in fields(Trial) if f.name != "values")
+
 _JSON_COLUMNS = ("mutation", "properties", "extra")
 _REQUIRED_COLUMNS = {"run": {"created_at", "alphac_version", "settings", "seed_identity"},
                      "individuals": set(_COLUMNS)}
@@ -406,6 +475,13 @@ class Journal:
                               ident))
         return ident
 
+    def next_id(self) -> int:
+        """The id :meth:`add` gives the next trial (ids grow by one from 1; a trial's seeds
+        derive from its id, so the search asks before it mutates)."""
+        with self._mutex:
+            return int(self._conn.execute(
+                "SELECT COALESCE(MAX(id), 0) + 1 FROM individuals").fetchone()[0])
+
     def start(self, ident: int, worker: str) -> None:
         """Mark a queued individual ``running`` on ``worker``.
 
@@ -418,14 +494,19 @@ class Journal:
 
     def finish(self, ident: int, *, params: int, flops: int, latency_ms: float | None,
                val_accuracy: float, test_accuracy: float | None = None, train_seconds: float,
-               extra: Mapping[str, Any] | None = None) -> None:
+               extra: Mapping[str, Any] | None = None,
+               values: Mapping[str, float | None] | None = None) -> None:
         """Record a running individual's results and mark it ``done``.
 
         Pre: status ``running``; its code and weights files exist under the run directory;
         accuracies are fractions in [0, 1]; counts and times are finite and non-negative. Post:
-        ``done`` with the metrics, finished_at now, the sha256 of both files (fsynced first), and
-        ``extra`` merged into the individual's extra.
+        ``done`` with the metrics, finished_at now, the sha256 of both files (fsynced first),
+        ``extra`` merged into the individual's extra, and each objective's value of ``values``
+        (None: not measured) in ``trial_values``.
         """
+        stored = {str(k): float(v) for k, v in (values or {}).items() if v is not None}
+        for name, value in stored.items():
+            _require_finite(value, f"the value of {name}")
         _require_int(params, "params", minimum=0)
         _require_int(flops, "flops", minimum=0)
         _require_fraction(val_accuracy, "val_accuracy")
@@ -447,6 +528,8 @@ class Journal:
                       test_accuracy=test_accuracy, train_seconds=train_seconds,
                       code_sha256=digests[0], weights_sha256=digests[1], extra=merged,
                       finished_at=time.time(), reason=None)
+            conn.executemany("INSERT OR REPLACE INTO trial_values (trial, objective, value) "
+                             "VALUES (?, ?, ?)", [(ident, k, v) for k, v in stored.items()])
 
     def fail(self, ident: int, reason: str) -> None:
         """Mark a queued or running individual ``failed`` with ``reason`` (finished_at now)."""
@@ -576,7 +659,7 @@ class Journal:
             row = self._conn.execute(f"{_SELECT} WHERE id = ?", (ident,)).fetchone()
         if row is None:
             raise KeyError(f"no individual {ident} in the journal {self.path}")
-        return _individual(row, self.path)
+        return _individual(row, self.path, self._values(ident))
 
     def individuals(self, status: str | None = None) -> list[Individual]:
         """Every individual (or those with ``status``), by ascending id."""
@@ -586,7 +669,25 @@ class Journal:
                                                             (status,))
         with self._mutex:
             rows = self._conn.execute(f"{query} ORDER BY id", args).fetchall()
-        return [_individual(row, self.path) for row in rows]
+        values = self._values()
+        return [_individual(row, self.path, values.get(row["id"], {})) for row in rows]
+
+    def _values(self, ident: int | None = None) -> Any:
+        """``trial_values`` by trial (or of ``ident``); empty in a journal older than schema 3
+        opened read-only."""
+        query = "SELECT trial, objective, value FROM trial_values"
+        args: tuple = ()
+        if ident is not None:
+            query, args = f"{query} WHERE trial = ?", (ident,)
+        with self._mutex:
+            try:
+                rows = self._conn.execute(query, args).fetchall()
+            except sqlite3.OperationalError:
+                return {}
+        by_trial: dict[int, dict[str, float]] = {}
+        for trial, objective, value in rows:
+            by_trial.setdefault(trial, {})[objective] = value
+        return by_trial.get(ident, {}) if ident is not None else by_trial
 
     def counts(self) -> dict[str, int]:
         """How many individuals have each status (every status present, zeros included)."""
@@ -595,53 +696,33 @@ class Journal:
                 "SELECT status, COUNT(*) FROM individuals GROUP BY status").fetchall()
         return {status: 0 for status in STATUSES} | dict(rows)
 
+    def sqlite_checks(self) -> tuple[list[str], list[int]]:
+        """SQLite's ``integrity_check`` lines and the trials whose parent is missing."""
+        with self._mutex:
+            integrity = [r[0] for r in self._conn.execute("PRAGMA integrity_check")]
+            orphans = self._conn.execute("PRAGMA foreign_key_check(individuals)").fetchall()
+        return integrity, [row[1] for row in orphans]
+
+    # -- what readers derive (alphac.search.journal_reader) ------------------------------------
+
     def history_rows(self) -> list[dict[str, Any]]:
-        """One row per ``done`` individual, in the order they finished, keyed by HISTORY_COLUMNS."""
-        done = sorted(self.individuals("done"), key=lambda ind: (ind.finished_at, ind.id))
-        rows = []
-        for ind in done:
-            mutation = ind.mutation or {}
-            rungs = [r for r in ind.extra.get("rungs", []) if r.get("val_accuracy") is not None]
-            values = {**{name: getattr(ind, name, None) for name in HISTORY_COLUMNS},
-                      "mutation_kind": mutation.get("kind"),
-                      "mutation_block": mutation.get("block"),
-                      "rung": rungs[-1]["rung"] if rungs else 0,
-                      "rung_val_accuracy": rungs[-1]["val_accuracy"] if rungs
-                      else ind.val_accuracy}
-            rows.append({name: values[name] for name in HISTORY_COLUMNS})
-        return rows
+        """One row per ``done`` trial, in the order they finished, keyed by HISTORY_COLUMNS."""
+        from alphac.search.journal_reader import history_rows
+
+        return history_rows(self)
 
     def write_history_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`history_rows` as CSV to ``path`` (replaced atomically); returns the path."""
-        path = Path(path)
-        with tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=path.parent,
-                                         prefix=f".{path.name}.", delete=False) as handle:
-            writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.history_rows())
-        os.replace(handle.name, path)
-        return path
+        from alphac.search.journal_reader import write_history_csv
+
+        return write_history_csv(self, path)
 
     def check(self) -> list[str]:
-        """Integrity check: the problems found, empty when the journal and its files are sound.
+        """The journal's and its files' problems, empty when sound
+        (:func:`alphac.search.journal_reader.check_journal`)."""
+        from alphac.search.journal_reader import check_journal
 
-        Runs ``PRAGMA integrity_check`` and ``foreign_key_check``; every ``done`` individual must
-        have its metrics and its code and weights files inside the run directory with the sha256
-        recorded at finish. Reads files, executes nothing.
-        """
-        try:
-            with self._mutex:
-                integrity = [r[0] for r in self._conn.execute("PRAGMA integrity_check")]
-                orphans = self._conn.execute("PRAGMA foreign_key_check(individuals)").fetchall()
-            done = self.individuals("done")
-        except (sqlite3.DatabaseError, CorruptJournalError) as exc:
-            return [f"the journal {self.path} is corrupt: {exc}"]
-        problems = [f"integrity_check: {line}" for line in integrity if line != "ok"]
-        problems += [f"individual {row[1]} names a parent that is not in the journal"
-                     for row in orphans]
-        for ind in done:
-            problems += self._check_done(ind)
-        return problems
+        return check_journal(self)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -710,42 +791,12 @@ class Journal:
                 return digest
             folder = folder.parent
 
-    def _check_done(self, ind: Individual) -> list[str]:
-        problems = [f"individual {ind.id} is done but has no {name}"
-                    for name in ("params", "flops", "val_accuracy", "train_seconds")
-                    if getattr(ind, name) is None]
-        files = [("code", ind.code_path, ind.code_sha256),
-                 ("weights", ind.weights_path, ind.weights_sha256)]
-        files += [(f"rung-{r['rung']} weights", r["weights"], r.get("weights_sha256"))
-                  for r in ind.extra.get("rungs", []) if r.get("weights")]
-        files += [(f"generation-{r['generation']} reference weights", r["weights"],
-                   r.get("weights_sha256"))
-                  for r in ind.extra.get("references", []) if r.get("weights")]
-        for kind, rel, recorded in files:
-            what = f"individual {ind.id}'s {kind} file {rel}"
-            try:
-                path = self.run_dir / _relative_path(rel)
-            except ValueError:
-                problems.append(f"{what} is outside the run directory")
-                continue
-            if not path.is_file():
-                problems.append(f"{what} is missing")
-            elif (actual := _sha256(path, sync=False)) != recorded:
-                problems.append(f"{what} has changed since it finished "
-                                f"(sha256 {actual}, the journal says {recorded})")
-        return problems
-
 
 def check(run_dir: str | os.PathLike[str]) -> list[str]:
-    """Open ``run_dir``'s journal read-only and return :meth:`Journal.check`'s problems.
+    """:func:`alphac.search.journal_reader.check` (open read-only, list the problems)."""
+    from alphac.search.journal_reader import check as check_run
 
-    A folder that is not a run or whose journal cannot be opened is one problem, not an exception.
-    """
-    try:
-        with Journal.open(run_dir, readonly=True) as journal:
-            return journal.check()
-    except JournalError as exc:
-        return [str(exc)]
+    return check_run(run_dir)
 
 
 def identity_differences(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
@@ -912,11 +963,12 @@ def _configure_writer(conn: sqlite3.Connection, path: Path) -> None:
         raise JournalError(f"cannot put the journal {path} in WAL mode (got {mode})",
                            hint="keep run directories on a local filesystem")
     if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-        conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_1_TO_2} "
+        conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_1_TO_2} {_MIGRATE_TO_3} "
                            f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
 
 
-def _individual(row: sqlite3.Row, path: Path) -> Individual:
+def _individual(row: sqlite3.Row, path: Path, stored: Mapping[str, float] | None = None
+                ) -> Trial:
     values = {name: row[name] for name in _COLUMNS}
     try:
         for name in _JSON_COLUMNS:
@@ -924,7 +976,11 @@ def _individual(row: sqlite3.Row, path: Path) -> Individual:
                 values[name] = json.loads(values[name])
     except ValueError as exc:
         raise _corrupt(path, f"individual {values['id']}'s {name} is not JSON") from exc
-    return Individual(**values)
+    values["status"] = TrialState(values["status"])
+    # the objectives kept in their own columns (older journals have only these)
+    costs = {o.name: float(values[o.column]) for o in OBJECTIVES.values()
+             if o.column in values and values[o.column] is not None}
+    return Trial(**values, values={**costs, **(stored or {})})
 
 
 def _dumps(value: Any, what: str) -> str | None:

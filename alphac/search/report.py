@@ -4,7 +4,7 @@ Everything here only reads the run directory (``report.json``, the journal opene
 candidates' ``model.py`` as text); nothing from it is executed, and a run that is still being
 written can be read (the journal's WAL lets readers in while the writer works).
 
-- :func:`load_run` checks that a folder is a finished run and returns a :class:`RunReport`.
+- :func:`load_run` checks that a folder is a finished run and returns a :class:`~alphac.search.results.RunResult`.
 - :func:`pareto_table` turns the report's seed and front into rows with the change against the
   seed; :func:`lineage` follows an individual's parents back to the seed, one
   :class:`LineageStep` per mutation; :func:`plot_pareto` draws ``pareto.png``.
@@ -32,17 +32,18 @@ from typing import Any
 
 from alphac.errors import UserError
 from alphac.search.journal import JOURNAL_NAME, Individual, Journal, NotARunError
+from alphac.search.objectives import OBJECTIVES, get_objective, row_cost
+from alphac.search.results import RunResult
 from alphac.search.selection import Candidate, pareto_front
 
 __all__ = ["COST_KEYS", "CorruptReportError", "LineageStep", "NotARunDirError", "ParetoRow",
-           "PlotUnavailableError", "RunNotFinishedError", "RunReport", "lineage", "load_run",
+           "PlotUnavailableError", "RunNotFinishedError", "RunReport", "RunResult", "lineage", "load_run",
            "pareto_table", "plot_pareto"]
 
 REPORT_NAME = "report.json"
 PLOT_NAME = "pareto.png"
-#: The report/journal field that holds each objective's cost (the driver's OBJECTIVES).
-COST_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms"}
-_REQUIRED = {"seed_model": dict, "pareto": list, "best": dict}
+#: The report/journal column of each objective that has one (the rest live in ``values``).
+COST_KEYS = {o.name: o.column for o in OBJECTIVES.values() if o.column}
 
 
 class NotARunDirError(UserError):
@@ -128,54 +129,14 @@ class LineageStep:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class RunReport:
-    """A finished run as :func:`load_run` read it: ``report.json`` plus the journal's rows."""
-
-    run_dir: Path
-    report: dict[str, Any]
-    settings: dict[str, Any]
-    seed_identity: dict[str, Any]
-    individuals: tuple[Individual, ...]
-    counts: dict[str, int]
-
-    @property
-    def objective(self) -> str:
-        return self.settings.get("objective", "params")
-
-    @property
-    def seed_model(self) -> dict[str, Any]:
-        return self.report["seed_model"]
-
-    @property
-    def pareto(self) -> list[dict[str, Any]]:
-        return self.report["pareto"]
-
-    @property
-    def best(self) -> dict[str, Any]:
-        return self.report["best"]
-
-    @property
-    def best_model_path(self) -> Path:
-        """``best/model.py``, or the best model's Pareto folder copy where that is missing."""
-        copied = self.run_dir / "best" / "model.py"
-        return copied if copied.is_file() else _row_folder(self.run_dir, self.best) / "model.py"
-
-    def table(self) -> list[ParetoRow]:
-        return pareto_table(self.report, self.run_dir, self.objective)
-
-    def failures(self) -> list[Individual]:
-        """The failed individuals (synthesis, training, a worker that died), with reasons."""
-        return [ind for ind in self.individuals if ind.status == "failed"]
-
-    def best_lineage(self) -> list[LineageStep]:
-        return lineage(self.individuals, self.best["id"], run_dir=self.run_dir)
+#: What :func:`load_run` returns (the same type the driver and the Python API give).
+RunReport = RunResult
 
 
 # ---- loading --------------------------------------------------------------------------------
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> RunReport:
+def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
     """Read the run in ``run_dir``: its ``report.json`` and its journal (read-only).
 
     Pre: nothing; every problem is a UserError. Post: the report is a JSON object with
@@ -197,15 +158,19 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunReport:
         individuals = tuple(journal.individuals())
         settings, identity, counts = journal.settings, journal.seed_identity, journal.counts()
     report = _read_report(run_dir, settings, identity, counts)
+    try:
+        result = RunResult.from_json(run_dir, report, journal_settings=settings,
+                                     seed_identity=identity, individuals=individuals,
+                                     counts_now=counts)
+    except ValueError as exc:
+        raise _corrupt(run_dir, str(exc), identity, settings) from None
     known = {ind.id for ind in individuals}
-    rows = [report["seed_model"], report["best"], *report["pareto"]]
-    unknown = sorted({row["id"] for row in rows} - known)
+    rows = [result.seed_model, result.best, *result.pareto]
+    unknown = sorted({row.id for row in rows} - known)
     if unknown:
         raise _corrupt(run_dir, f"it names individuals {unknown} that the journal lacks",
                        identity, settings)
-    stated = report.get("settings")
-    return RunReport(run_dir, report, {**settings, **(stated if isinstance(stated, dict) else {})},
-                     identity, individuals, counts)
+    return result
 
 
 def _read_report(run_dir: Path, settings: Mapping[str, Any], identity: Mapping[str, Any],
@@ -218,18 +183,9 @@ def _read_report(run_dir: Path, settings: Mapping[str, Any], identity: Mapping[s
             f"the run in {run_dir} has not finished: {state} before writing {REPORT_NAME}",
             hint=f"wait for it, or resume it with `{_resume_command(run_dir, identity, settings)}`")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise _corrupt(run_dir, f"it cannot be read as JSON ({exc})", identity, settings) from None
-    if not isinstance(report, dict):
-        raise _corrupt(run_dir, "it is not a JSON object", identity, settings)
-    for key, kind in _REQUIRED.items():
-        if not isinstance(report.get(key), kind):
-            raise _corrupt(run_dir, f"it has no {key} ({kind.__name__})", identity, settings)
-    for row in (report["seed_model"], report["best"], *report["pareto"]):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), int):
-            raise _corrupt(run_dir, "a model row has no integer id", identity, settings)
-    return report
 
 
 def _resume_command(run_dir: Path, identity: Mapping[str, Any],
@@ -238,8 +194,8 @@ def _resume_command(run_dir: Path, identity: Mapping[str, Any],
              str(identity.get("target", settings.get("target", "TARGET"))), "--out", str(run_dir),
              "--resume"]
     if isinstance(settings.get("candidates"), int):
-        # `alphac optimize --candidates N` stores N + 1: the seed is trained too.
-        words += ["--candidates", str(max(1, settings["candidates"] - 1))]
+        # the stored count is the children to train (the seed is not counted)
+        words += ["--candidates", str(max(1, settings["candidates"]))]
     return shlex.join(words)
 
 
@@ -269,10 +225,10 @@ def pareto_table(report: Mapping[str, Any], run_dir: str | os.PathLike[str] | No
     seed, best_id = report["seed_model"], report["best"]["id"]
     stated = report.get("settings")
     objective = objective or (stated.get("objective") if isinstance(stated, dict) else None)
-    key = COST_KEYS.get(objective or "params", "params")
+    name = objective if objective in OBJECTIVES else "params"
     front_ids = {row["id"] for row in report["pareto"]}
     others = sorted((r for r in report["pareto"] if r["id"] != seed["id"]),
-                    key=lambda r: (_number(r.get(key), math.inf), r["id"]))
+                    key=lambda r: (_number(row_cost(r, name), math.inf), r["id"]))
     folder = None if run_dir is None else Path(run_dir)
     return [_table_row(row, seed, row["id"] in front_ids, row["id"] == best_id, folder)
             for row in (seed, *others)]
@@ -394,11 +350,11 @@ def _parent_code(run_dir: Path, parent: Individual, nodes: tuple[str, ...]) -> s
 # ---- the plot -------------------------------------------------------------------------------
 
 
-def plot_pareto(run: str | os.PathLike[str] | RunReport, out_path: str | os.PathLike[str] |
+def plot_pareto(run: str | os.PathLike[str] | RunResult, out_path: str | os.PathLike[str] |
                 None = None, objective: str | None = None) -> Path:
     """Draw validation accuracy against cost for the run and write it as a PNG; return its path.
 
-    Pre: ``run`` is a finished run's folder or its :class:`RunReport`; ``objective`` is params,
+    Pre: ``run`` is a finished run's folder or its :class:`RunResult`; ``objective`` is params,
     flops or latency (default: the run's). Post: ``out_path`` (default ``RUN_DIR/pareto.png``)
     is replaced atomically by a plot of every finished individual (grey, the search's proxy
     accuracy), the proxy Pareto front (a line), the seed (a star), the retrained front (the
@@ -406,16 +362,13 @@ def plot_pareto(run: str | os.PathLike[str] | RunReport, out_path: str | os.Path
     Raises PlotUnavailableError without matplotlib (``pip install "alphac[plot]"``) or when the
     file cannot be written.
     """
-    run = run if isinstance(run, RunReport) else load_run(run)
-    objective = objective or run.objective
-    if objective not in COST_KEYS:
-        raise UserError(f"unknown objective {objective!r}",
-                        hint=f"use one of {', '.join(COST_KEYS)}")
+    run = run if isinstance(run, RunResult) else load_run(run)
+    objective = get_objective(objective or run.objective).name
     figure_cls, canvas_cls = _matplotlib()
     out = Path(out_path) if out_path is not None else run.run_dir / PLOT_NAME
     figure = figure_cls(figsize=(7.5, 5.0), dpi=120)
     canvas_cls(figure)  # the Agg canvas: no display and no global pyplot state
-    _draw(figure.add_subplot(), run, COST_KEYS[objective], objective)
+    _draw(figure.add_subplot(), run, objective)
     figure.tight_layout()
     return _save(figure, out)
 
@@ -430,19 +383,20 @@ def _matplotlib() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
-def _draw(ax: Any, run: RunReport, key: str, objective: str) -> None:
+def _draw(ax: Any, run: RunResult, objective: str) -> None:
     from matplotlib.ticker import FuncFormatter
 
     done = {ind.id: ind for ind in run.individuals if ind.status == "done"
-            and _number(getattr(ind, key)) is not None and ind.val_accuracy is not None}
-    point = {i: (float(getattr(ind, key)), 100 * ind.val_accuracy) for i, ind in done.items()}
+            and _number(ind.values.get(objective)) is not None and ind.val_accuracy is not None}
+    point = {i: (float(ind.values[objective]), 100 * ind.val_accuracy)
+             for i, ind in done.items()}
     ax.scatter([p[0] for p in point.values()], [p[1] for p in point.values()], s=18,
                color="0.65", label=f"candidates ({len(point)}, proxy)", zorder=2)
     front = pareto_front(Candidate(i, ind.val_accuracy, point[i][0], i) for i, ind in done.items())
     ax.step([point[c.id][0] for c in front], [point[c.id][1] for c in front], where="post",
             color="tab:blue", lw=1.5, label="Pareto front (proxy)", zorder=3)
     _draw_lineage(ax, run, point)
-    _draw_final(ax, run, key)
+    _draw_final(ax, run, objective)
     seed_id = run.seed_model["id"]
     if seed_id in point:
         ax.scatter(*point[seed_id], marker="*", s=220, color="gold", edgecolor="black",
@@ -451,15 +405,14 @@ def _draw(ax: Any, run: RunReport, key: str, objective: str) -> None:
     if costs and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
-    unit = {"params": "parameters", "flops": "FLOPs per sample", "latency_ms": "latency (ms)"}
-    ax.set_xlabel(f"{unit[key]} (objective: {objective})")
+    ax.set_xlabel(f"{OBJECTIVES[objective].unit} (objective: {objective})")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(f"{run.run_dir.name}: accuracy against {objective}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
 
 
-def _draw_lineage(ax: Any, run: RunReport, point: Mapping[int, tuple[float, float]]) -> None:
+def _draw_lineage(ax: Any, run: RunResult, point: Mapping[int, tuple[float, float]]) -> None:
     steps = [s.id for s in lineage(run.individuals, run.best["id"]) if s.id in point]
     for a, b in zip(steps, steps[1:], strict=False):
         ax.annotate("", xy=point[b], xytext=point[a], zorder=4,
@@ -473,11 +426,12 @@ def _draw_lineage(ax: Any, run: RunReport, point: Mapping[int, tuple[float, floa
                    zorder=5)
 
 
-def _draw_final(ax: Any, run: RunReport, key: str) -> None:
-    rows = [r for r in (run.seed_model, *run.pareto)
-            if _number(r.get(key)) is not None and _number(r.get("val_accuracy")) is not None]
+def _draw_final(ax: Any, run: RunResult, objective: str) -> None:
+    rows = [r for r in (run.seed_model, *run.pareto) if _number(row_cost(r, objective))
+            is not None and _number(r.get("val_accuracy")) is not None]
     if rows:
-        ax.scatter([r[key] for r in rows], [100 * r["val_accuracy"] for r in rows], marker="D",
+        ax.scatter([row_cost(r, objective) for r in rows], [100 * r["val_accuracy"] for r in rows],
+                   marker="D",
                    s=36, facecolor="none", edgecolor="tab:green", zorder=4,
                    label="retrained (final recipe)")
 

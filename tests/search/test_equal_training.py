@@ -8,17 +8,21 @@ import pytest
 
 import alphac
 from alphac.search.api import recipes
-from alphac.search.driver import SearchSettings, _final_start, _Member, _Search, _work
+from alphac.search.budget import Budget
+from alphac.search.budget import work as _work
+from alphac.search.driver import SearchSettings, _final_start, _Search
 from alphac.search.journal import Journal
+from alphac.search.schedule import Member
 
 
 def search_with(accs: dict[int, list[float]], **settings) -> _Search:
     search = _Search.__new__(_Search)  # the scoring rules only: no journal, no model
     search.s = SearchSettings(**settings)
-    search.members = {i: _Member(i, None, [], cost=100.0 - i, accs=list(a))
+    search.members = {i: Member(i, None, [], cost=100.0 - i, accs=list(a))
                       for i, a in accs.items()}
     search.seed_id, search.inflight = 1, set()
-    search.refs, search.refs_stuck, search.rates = {}, False, []
+    search.refs, search.refs_stuck = {}, False
+    search.budget = Budget(search.s.budget_s, 0.0, search.s.proxy, search.s.final)
     return search
 
 
@@ -61,11 +65,12 @@ def test_the_final_estimate_follows_measured_speed_and_corrects_itself():
     search = search_with({1: [0.8]}, rungs=0)
     search.members[1].cost = 100.0
     search.s = SearchSettings(final={"epochs": 1.0, "subset": 1000})
+    search.budget = Budget(None, 0.0, search.s.proxy, search.s.final)
     assert search.final_estimate() == 0.0  # nothing measured yet
-    search.rates = [0.01]
+    search.budget.rates = [0.01]
     assert search.final_estimate() == pytest.approx(1 * 1000 * 0.01)
     assert search.final_estimate(extra=1) == pytest.approx(2 * 1000 * 0.01)
-    search.rates += [0.002, 0.002]  # a faster machine than the first job said: the median moves
+    search.budget.rates += [0.002, 0.002]  # a faster machine than the first job said: the median moves
     assert search.final_estimate() == pytest.approx(1000 * 0.002)
     assert _work({"steps": 10, "batch_size": 32}) == 320
 

@@ -54,3 +54,15 @@ def test_local_workers_survive_a_dead_worker(code: str) -> None:
                 got[r.id] = r
     assert got[2].status == "done" and got[2].val_accuracy > 0
     assert got[3].status == "failed"
+
+
+def test_every_executor_is_an_executor_for_the_driver():
+    from alphac.search.executors import Executor, InlineExecutor, LocalExecutor
+    from alphac.search.ray_executor import RayExecutor
+
+    inline = InlineExecutor(target="fashion-mnist", recipe={}, data=object())
+    assert isinstance(inline, Executor)
+    with LocalExecutor(workers=1, target="fashion-mnist", recipe={}) as local:
+        assert isinstance(local, Executor)  # no worker started before a submit
+    for name in ("submit", "results", "running", "close", "__enter__", "__exit__"):
+        assert hasattr(RayExecutor, name), name

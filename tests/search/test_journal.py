@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import random
 import signal
@@ -471,3 +472,52 @@ def test_a_schema_1_journal_gains_sessions_when_a_writer_opens_it(tmp_path):
         assert writer.schema_version == SCHEMA_VERSION
         writer.heartbeat(writer.begin_session())
         assert [i.fingerprint for i in writer.individuals()] == ["fp"]
+
+
+# -- typed trials, values, schema 3 ---------------------------------------------------------
+
+
+def test_trials_are_typed_with_states_rungs_and_values(journal):
+    from alphac.search.journal import Rung, Trial, TrialState
+
+    assert journal.next_id() == 1
+    seed = journal.add(None, None, 0, "fp")
+    assert journal.next_id() == 2
+    write_files(journal, seed)
+    journal.start(seed, "w0")
+    journal.finish(seed, params=10, flops=20, latency_ms=None, val_accuracy=0.5,
+                   train_seconds=1.0, values={"params": 10, "peak_memory": 3.5e6,
+                                              "latency": None})
+    (journal.run_dir / "r1.pt").write_bytes(b"r1")
+    journal.promote(seed, 1, val_accuracy=0.6, train_seconds=2.0, weights_path="r1.pt")
+    trial = journal.get(seed)
+    assert isinstance(trial, Trial) and trial.state is TrialState.DONE and trial.status == "done"
+    assert trial.values == {"params": 10.0, "flops": 20.0, "peak_memory": 3.5e6}
+    assert trial.rungs == (Rung(1, 0.6, 2.0, "r1.pt", trial.rungs[0].weights_sha256),)
+    assert journal.individuals()[0].values == trial.values
+    with pytest.raises(ValueError, match="finite"):
+        journal.finish(journal.add(None, None, 1, "fp2"), params=1, flops=1, latency_ms=None,
+                       val_accuracy=0.5, train_seconds=1.0, values={"x": math.nan})
+
+
+def test_a_schema_2_journal_gains_trial_values_when_a_writer_opens_it(tmp_path):
+    run = tmp_path / "run"
+    with Journal.create(run, SETTINGS, IDENTITY) as made:
+        run_to_done(made, made.add(None, None, 0, "fp"))
+    conn = sqlite3.connect(run / JOURNAL_NAME)
+    conn.execute("DROP TABLE trial_values")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Journal.open(run, readonly=True) as reader:  # read as it is: values from the columns
+        assert reader.schema_version == 2
+        assert reader.get(1).values == {"params": 10.0, "flops": 20.0}
+    with Journal.open(run) as writer:
+        assert writer.schema_version == SCHEMA_VERSION == 3
+        ident = writer.add(1, {"kind": "k"}, 1, "fp1")
+        write_files(writer, ident)
+        writer.start(ident, "w0")
+        writer.finish(ident, params=5, flops=6, latency_ms=None, val_accuracy=0.4,
+                      train_seconds=1.0, values={"nodes": 7})
+        assert writer.get(ident).values["nodes"] == 7.0
+        assert writer.check() == []

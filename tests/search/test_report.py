@@ -145,7 +145,8 @@ def test_a_run_without_report_json_has_not_finished(run_dir: Path) -> None:
     with pytest.raises(RunNotFinishedError, match="has not finished") as info:
         load_run(run_dir)
     hint = info.value.hint
-    assert "--resume" in hint and "'/models/my net.py'" in hint and "--candidates 5" in hint
+    # the stored count is the children to train: following the hint trains all of them
+    assert "--resume" in hint and "'/models/my net.py'" in hint and "--candidates 6" in hint
     assert f"--out {run_dir}" in hint and "--target fashion-mnist" in hint
 
 
@@ -259,7 +260,7 @@ def test_plot_pareto_writes_a_png(run_dir: Path, tmp_path: Path) -> None:
         out = plot_pareto(load_run(run_dir), tmp_path / "plots" / f"{objective}.png", objective)
         assert _is_png(out)
     assert not list((tmp_path / "plots").glob(".*"))  # no temporary file left behind
-    with pytest.raises(UserError, match="unknown objective"):
+    with pytest.raises(UserError, match="unknown objective 'accuracy'"):
         plot_pareto(run_dir, objective="accuracy")
     (tmp_path / "a file").write_text("x")
     with pytest.raises(PlotUnavailableError, match="cannot write"):
