@@ -109,26 +109,34 @@ def _take(source: torch.Tensor, target: torch.Tensor, axis_index: Mapping[int, t
 def apply_channel_plan(child: nn.Module, parent_state: Mapping[str, torch.Tensor],
                        plan: Sequence[ChannelStep]) -> list[str]:
     """Copy into ``child`` the channels ``plan`` maps from ``parent_state``; the child tensor
-    names it set. Steps whose modules or groups cannot be resolved are left as they are."""
-    groups: dict[int, torch.Tensor] = {}
+    names it set. Steps whose modules or groups cannot be resolved are left as they are.
+
+    A module may read one group and write another (the middle conv of a chain of narrowed
+    widths): its steps are merged, so both of its channel axes follow their groups."""
     child_state = child.state_dict()
+    groups = _group_channels(plan, parent_state, child_state)
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for step in plan:  # one entry per module, in plan order
+        entry = merged.setdefault((step.new, step.old), {"resize": False, "in": None,
+                                                         "out": None})
+        entry["resize"] |= step.kind == "resize"
+        if step.in_group is not None and step.kind == "resize":
+            entry["in"] = step.in_group
+        if step.out_group is not None:
+            entry["out"] = step.out_group
     written: list[str] = []
     with torch.no_grad():
-        for step in plan:
-            old = _module_state(parent_state, step.old)
-            new = _module_state(child_state, step.new)
-            weight, old_weight = new.get("weight"), old.get("weight")
-            if weight is None or old_weight is None:
+        for (new_path, old_path), entry in merged.items():
+            old = _module_state(parent_state, old_path)
+            new = _module_state(child_state, new_path)
+            weight = new.get("weight")
+            if weight is None or old.get("weight") is None:
                 continue
             axes: dict[int, torch.Tensor] = {}
-            if step.in_group is not None and step.kind == "resize":
-                if step.in_group not in groups or weight.dim() < 2:
-                    continue
-                axes[1] = groups[step.in_group]
-            if step.out_group is not None:
-                if step.out_group not in groups:
-                    groups[step.out_group] = _select(old_weight, weight.shape[0])
-                axes[0] = groups[step.out_group]
+            if entry["in"] in groups and weight.dim() >= 2:
+                axes[1] = groups[entry["in"]]
+            if entry["out"] in groups:
+                axes[0] = groups[entry["out"]]
             for name, tensor in new.items():
                 source = old.get(name)
                 if source is None or tensor.dim() != source.dim():
@@ -138,8 +146,22 @@ def apply_channel_plan(child: nn.Module, parent_state: Mapping[str, torch.Tensor
                 else:
                     value = _take(source, tensor, {a: i for a, i in axes.items()
                                                    if a < tensor.dim()},
-                                  zero_new_inputs=step.kind == "resize")
-                key = f"{step.new}.{name}" if step.new else name
+                                  zero_new_inputs=entry["resize"])
+                key = f"{new_path}.{name}" if new_path else name
                 child_state[key].copy_(value.to(child_state[key].device))
                 written.append(key)
     return written
+
+
+def _group_channels(plan: Sequence[ChannelStep], parent_state: Mapping[str, torch.Tensor],
+                    child_state: Mapping[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Each group's parent channels, chosen by its first producer's weight magnitude."""
+    groups: dict[int, torch.Tensor] = {}
+    for step in plan:
+        if step.out_group is None or step.out_group in groups:
+            continue
+        old = _module_state(parent_state, step.old).get("weight")
+        new = _module_state(child_state, step.new).get("weight")
+        if old is not None and new is not None:
+            groups[step.out_group] = _select(old, new.shape[0])
+    return groups

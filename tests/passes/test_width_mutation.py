@@ -193,3 +193,44 @@ def test_a_rewritten_chain_keeps_and_maps_the_parents_channels(zoo_model):
 def test_channel_steps_reject_unknown_kinds():
     with pytest.raises(ValueError, match="kind"):
         ChannelStep("a", "a", "scale")
+
+
+def _resize_every_group(gm, ratio: float):
+    from alphac.channels import apply_channel_plan
+    from alphac.passes.transform.width_mutation import resize_group
+    from alphac.rewriter import Rewriter
+
+    child = copy.deepcopy(gm)
+    rw = Rewriter(child)
+    plan = []
+    for gid, group in enumerate(width_groups(child)):
+        plan += resize_group(rw, group, new_width(group.width, ratio), gid)
+    rw.commit()
+    apply_channel_plan(child, gm.state_dict(), tuple(plan))
+    return child.eval(), plan
+
+
+def test_a_chain_of_widened_widths_computes_the_parent_exactly():
+    """The middle conv of a chain reads one resized group and writes another: both of its
+    axes follow their groups (it used to keep its fresh weights, so the child started at
+    chance accuracy)."""
+    gm = load("zoo:small_cnn", (1, 1, 28, 28), num_classes=10, seed=0).gm
+    _randomise(gm)
+    gm.eval()
+    child, plan = _resize_every_group(gm, 1.5)
+    assert sum(1 for s in plan if s.new == "features.1.conv") == 2  # a reader and a writer
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(child(x), gm(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_chain_of_narrowed_widths_keeps_the_strongest_channels_on_both_axes():
+    gm = load("zoo:small_cnn", (1, 1, 28, 28), num_classes=10, seed=0).gm
+    _randomise(gm)
+    child, _ = _resize_every_group(gm.eval(), 0.875)
+    old, new = gm.get_submodule("features.1.conv").weight, child.get_submodule("features.1.conv").weight
+    rows = torch.sort(torch.topk(old.abs().reshape(old.shape[0], -1).sum(1), new.shape[0])
+                      .indices).values
+    first = gm.get_submodule("features.0.conv").weight
+    cols = torch.sort(torch.topk(first.abs().reshape(first.shape[0], -1).sum(1),
+                                 new.shape[1]).indices).values
+    torch.testing.assert_close(new, old[rows][:, cols])
