@@ -21,10 +21,10 @@ import time
 import pytest
 from figures import record
 
+from alphac.analysis import AnalysisManager
 from alphac.codegen import generate_code, inherit_weights
 from alphac.frontends import load
-from alphac.passes.analysis import program_infer
-from alphac.passes.analysis.shape import clear_caches
+from alphac.passes.analysis.shape_dims import clear_same_memo
 from alphac.passes.transform.mutate import mutate
 from alphac.search.journal import Journal
 from alphac.search.selection import Candidate, select_parent
@@ -53,10 +53,11 @@ def _journal(folder) -> tuple[Journal, list[Candidate]]:
     return journal, cands
 
 
-def step(traced, state, journal: Journal, cands: list[Candidate], seed: int) -> int:
+def step(traced, state, journal: Journal, cands: list[Candidate], seed: int,
+         am: AnalysisManager) -> int:
     """One evolution step; the new individual's id."""
     chosen = select_parent(cands, cands[0], random.Random(f"bench-select-{seed}"))
-    child = mutate(traced.gm, traced.blocks, traced.example_inputs, seed=seed)
+    child = mutate(traced.gm, traced.blocks, traced.example_inputs, seed=seed, am=am)
     inherit_weights(child.gm, state)
     generate_code(child.gm)
     return journal.add(chosen.id, child.record.as_dict(), seed, child.record.fingerprint_child)
@@ -66,19 +67,19 @@ def test_evolution_step(benchmark, parent, tmp_path):
     traced, state = parent
     warm, cands = _journal(tmp_path / "warm-up")
     with warm:
-        step(traced, state, warm, cands, 99)  # lazy imports and first-call costs, once
+        step(traced, state, warm, cands, 99, AnalysisManager())  # lazy imports, once
     means: list[float] = []
     folders = iter(tmp_path / f"round-{i}" for i in range(ROUNDS))
 
     def one_round() -> None:
-        clear_caches()
-        program_infer.clear_caches()
+        clear_same_memo()
+        am = AnalysisManager()  # a search's one manager, from cold
         journal, population = _journal(next(folders))
         with journal:
             took = []
             for seed in SEEDS:
                 start = time.perf_counter()
-                step(traced, state, journal, population, seed)
+                step(traced, state, journal, population, seed, am)
                 took.append(time.perf_counter() - start)
         means.append(statistics.mean(took))
 

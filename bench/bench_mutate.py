@@ -44,19 +44,21 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_model(name: str, mutator: str, n: int, load: int, out: Path) -> dict:
+    from alphac.analysis import AnalysisManager
     from alphac.codegen import write_model
     from alphac.errors import SynthesisFailed
     from alphac.frontends import load as load_model
     from alphac.passes.transform.mutate import mutate
 
     traced = load_model(f"zoo:{name}", MODELS[name], num_classes=10)
+    am = AnalysisManager()  # one per model, as a search keeps one: the parent's facts are reused
     rows, reasons, ops = [], collections.Counter(), collections.Counter()
     written = []
     for seed in range(n):
         start = time.monotonic()
         try:
             child = mutate(traced.gm, traced.blocks, traced.example_inputs, seed=seed,
-                           mutator=mutator)
+                           mutator=mutator, am=am)
         except SynthesisFailed as exc:
             rows.append({"seed": seed, "ok": False, "seconds": time.monotonic() - start})
             reasons[exc.prop or "?"] += 1

@@ -52,11 +52,11 @@ def _timed(benchmark, fn, rounds: int, figure: str) -> float:
     return median
 
 
-def _all(program: Program, ctx: pi.Context) -> None:
-    pi.shape_of(program, ctx)
-    pi.depth_of(program, ctx)
-    pi.mixing_of(program, ctx)
-    pi.cost_of(program, ctx)
+def _all(program: Program, ctx: pi.Context, am: AnalysisManager) -> None:
+    pi.shape_of(program, ctx, am)
+    pi.depth_of(program, ctx, am)
+    pi.mixing_of(program, ctx, am)
+    pi.cost_of(program, ctx, am)
 
 
 def test_append_one_op_in_three_contexts(resnet34, benchmark) -> None:
@@ -66,13 +66,13 @@ def test_append_one_op_in_three_contexts(resnet34, benchmark) -> None:
     four = (Program.of_inputs("x").append(conv_spec(1, C, C / 4), 0).append(OpSpec.of("relu"), 1)
             .append(conv_spec(3, C / 4, C), 2).append(OpSpec.of("relu"), 3))
     for ctx in contexts:
-        _all(four.with_outputs(4), ctx)
+        _all(four.with_outputs(4), ctx, am)
     candidates = [four.append(conv_spec(k, C, m * C / 4), 4).with_outputs(5)
                   for k in (1, 3) for m in range(1, 25)]
 
     def step(i: int) -> None:
         for ctx in contexts:
-            _all(candidates[i % len(candidates)], ctx)
+            _all(candidates[i % len(candidates)], ctx, am)
 
     # each candidate fresh: one op's rules run cold
     median = _timed(benchmark, step, len(candidates), "program.append_op_ms")
@@ -84,9 +84,9 @@ def test_lift_and_infer_a_block(resnet34, benchmark) -> None:
     tm, subs = resnet34
 
     def run(_: int) -> None:
-        pi.clear_caches()
-        program, ctx = pi.lift(tm.gm, subs[0], AnalysisManager())
-        pi.infer(program, ctx)
+        am = AnalysisManager()  # empty memo tables
+        program, ctx = pi.lift(tm.gm, subs[0], am)
+        pi.infer(program, ctx, am)
 
     median = _timed(benchmark, run, 30, "program.lift_and_infer_block_ms")
     print(f"\n(b) lift + infer a whole block: median {median:.3f} ms (goal <= 5 ms)")

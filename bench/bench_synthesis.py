@@ -25,6 +25,7 @@ import pytest
 from bench_mutate import MODELS
 from figures import best_ratio, record, seconds
 
+from alphac.analysis import AnalysisManager
 from alphac.errors import SynthesisFailed
 from alphac.frontends import load
 from alphac.passes.analysis import program_infer
@@ -42,9 +43,9 @@ def _capture() -> list[tuple[str, int, object, tuple, object, int]]:
     for name, shape in MODELS.items():
         traced = load(f"zoo:{name}", shape, num_classes=10)
         for seed in range(SEEDS):
-            def spy(problem, rng, config=None, name=name, seed=seed):
+            def spy(problem, rng, config=None, am=None, name=name, seed=seed):
                 state = rng.getstate()
-                result = synthesize(problem, rng, config)
+                result = synthesize(problem, rng, config, am)
                 calls.append((name, seed, problem, state, config, result.candidates))
                 return result
 
@@ -65,15 +66,14 @@ def _inferences(problem, n: int) -> float:
     long as the replay, so both see the same share of a shared machine."""
     def run() -> None:
         for i in range(n):
-            program_infer.clear_caches()
-            program_infer.infer(problem.program, problem.contexts[i % len(problem.contexts)])
+            program_infer.infer(problem.program, problem.contexts[i % len(problem.contexts)],
+                                AnalysisManager())  # empty memo tables
 
     return seconds(run)
 
 
 def _replay(problem, state, config) -> tuple[float, int]:
-    program_infer.clear_caches()
-    rng = random.Random()
+    rng = random.Random()  # synthesize's own fresh manager: empty memo tables
     rng.setstate(state)
     found = []
     took = seconds(lambda: found.append(synthesize(problem, rng, config)))

@@ -337,7 +337,8 @@ def _mutations(gm, blocks, inputs, row: _Row, folder: Path, seeds: tuple[int, ..
     from alphac.passes.transform.block_mutations import eligible_blocks
     from alphac.passes.transform.mutate import mutate
 
-    eligible = bool(eligible_blocks(gm, list(walk_blocks(blocks)), AnalysisManager()))
+    am = AnalysisManager()  # one for the model's every mutation
+    eligible = bool(eligible_blocks(gm, list(walk_blocks(blocks)), am))
     requests = [("seed", s, None) for s in seeds]
     requests += [("kind", 0, k) for k in kinds if k == "rewrite" or eligible]
     attempts: list[dict[str, Any]] = []
@@ -346,7 +347,7 @@ def _mutations(gm, blocks, inputs, row: _Row, folder: Path, seeds: tuple[int, ..
         entry: dict[str, Any] = {"what": what, "seed": seed, "kind": kind}
         start = time.monotonic()
         try:
-            child = mutate(gm, blocks, inputs, seed=seed, kind=kind)
+            child = mutate(gm, blocks, inputs, seed=seed, kind=kind, am=am)
             entry["done"] = child.record.kind
             out = folder / f"{what}-{kind or seed}"
             entry["path"] = str(write_model(child.gm, out, weights=weights))

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alphac.analysis import AnalysisManager
 from alphac.codegen import generate_code, inherit_weights
 from alphac.errors import SynthesisFailed, TrainingError, UserError
 from alphac.frontends import TracedModel, find_blocks, load
@@ -160,6 +161,9 @@ class _Search:
         self.traced, self.journal, self.s, self.run_dir = traced, journal, settings, run_dir
         self.say_to = on_event or (lambda kind, info: None)
         self.members: dict[int, Member] = {}
+        #: One manager for every mutation of the search: members' facts and the memo tables
+        #: are reused from one child to the next (mutate's results never depend on them).
+        self.am = AnalysisManager()
         self.seed_id: int | None = None
         self.retries: dict[tuple[int, int], int] = {}
         self.inflight: set[tuple[int, int]] = set()
@@ -259,7 +263,7 @@ class _Search:
             if faults.injected("synthesis", ident):
                 raise SynthesisFailed("synthesis timed out (injected by ALPHAC_FAULT)")
             child = mutate(parent.gm, parent.blocks, self.traced.example_inputs, seed=seed,
-                           mutator=self.s.mutator)
+                           mutator=self.s.mutator, am=self.am)
         except SynthesisFailed as exc:
             failed = self.journal.add(parent.id, {"failed": exc.reason}, seed, "")
             self.journal.fail(failed, f"synthesis: {exc.reason}")
@@ -583,7 +587,7 @@ def _replay(search: _Search) -> list[int]:
         elif ind.status != "failed" or not (ind.reason or "").startswith("synthesis:"):
             parent = search.members[ind.parent]
             child = mutate(parent.gm, parent.blocks, search.traced.example_inputs, seed=ind.seed,
-                           mutator=search.s.mutator)
+                           mutator=search.s.mutator, am=search.am)
             if child.record.fingerprint_child != ind.fingerprint:
                 raise UserError(f"cannot resume: individual {ind.id} no longer replays to the "
                                 "recorded child (alphac or the model changed since the run began)",

@@ -5,8 +5,10 @@ submodules (looked up on demand), each node's normalised :class:`~alphac.passes.
 (memoized), the nodes' concrete values (the mixing rules' domain), and the per-graph memo tables
 of the analyses (producer layouts, mixing rules, example values, ...). :func:`graph_index` takes it
 from :meth:`alphac.analysis.AnalysisManager.graph_cache`, so it lives exactly as long as the graph
-version; without a manager it builds a fresh one (public helpers called by tests). Only structural
-memo tables keyed by op and shapes (the shape rules' results) stay global.
+version; without a manager it builds a fresh one (public helpers called by tests). The memo
+tables keyed by values alone (the shape rules' results) are the manager's too
+(:meth:`GraphIndex.shared`, :meth:`alphac.analysis.AnalysisManager.table`): they outlive the
+version, and a fresh index without a manager gets private ones.
 
 The index never holds the graph module strongly (the manager keys its store on it weakly): nodes
 are held weakly and memoized ops store operand *names*. Example::
@@ -25,7 +27,7 @@ from typing import Any
 
 from torch import fx
 
-from alphac.analysis import AnalysisManager
+from alphac.analysis import AnalysisCache, AnalysisManager, MemoTable
 from alphac.ir import node_map
 from alphac.passes.analysis.mixing_boxes import element_shapes, float_shape
 from alphac.passes.analysis.registry import Op, normalize
@@ -60,13 +62,15 @@ class GraphIndex:
     ``layouts`` (node name -> producer layout) belongs to the shape analysis, ``rules`` (node name
     -> (id(node), mixing rule)) to the mixing analysis, ``values`` (example values of a run) to
     the ground truth, ``whole`` (the whole graph's symbolic values) to the shape analysis;
-    ``table(name)`` gives any other analysis its own dict.
+    ``table(name)`` gives any other analysis its own dict; ``shared(name)`` the manager's memo
+    table keyed by values alone (``cache``: the manager's :class:`~alphac.analysis.AnalysisCache`,
+    or a private one).
     """
 
     __slots__ = ("nodes", "modules", "annotated", "layouts", "rules", "values", "whole",
-                 "_ops", "_concrete", "_tables")
+                 "_ops", "_concrete", "_tables", "_cache")
 
-    def __init__(self, gm: fx.GraphModule) -> None:
+    def __init__(self, gm: fx.GraphModule, cache: AnalysisCache | None = None) -> None:
         self.nodes: Mapping[str, fx.Node] = weakref.WeakValueDictionary(node_map(gm))
         self.modules = _Submodules(gm)
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -78,6 +82,7 @@ class GraphIndex:
         self._ops: dict[str, tuple[int, Any, tuple[str, ...]]] = {}
         self._concrete: dict[str, Any] = {}
         self._tables: dict[str, dict] = {}
+        self._cache = cache if cache is not None else AnalysisCache()
 
     def op(self, node: fx.Node) -> Op:
         """``normalize(node, modules)``, memoized (operands kept by name, rebuilt on access)."""
@@ -101,6 +106,10 @@ class GraphIndex:
         """A per-graph memo dict owned by one analysis (``"depth"``, ...)."""
         return self._tables.setdefault(name, {})
 
+    def shared(self, name: str) -> MemoTable:
+        """The manager's memo table ``name`` (keyed by values, shared by every graph)."""
+        return self._cache.table(name)
+
 
 def graph_index(gm: fx.GraphModule, am: AnalysisManager | None = None, *,
                 annotated: bool = False) -> GraphIndex:
@@ -111,7 +120,7 @@ def graph_index(gm: fx.GraphModule, am: AnalysisManager | None = None, *,
     store = am.graph_cache(gm) if am is not None else {}
     index = store.get("index")
     if index is None:
-        index = store["index"] = GraphIndex(gm)
+        index = store["index"] = GraphIndex(gm, am.cache if am is not None else None)
     if annotated and not index.annotated:
         raise ValueError("mixing and depth need concrete shapes in node.meta['tensor_meta']; "
                          "annotate the graph first (alphac.ir.annotate_shapes)")

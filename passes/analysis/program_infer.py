@@ -10,9 +10,11 @@ and a fingerprint; so the properties' ``distance`` functions apply unchanged.
 
 Each op runs its registry rules on its *concrete* spec (widths substituted at the bindings,
 :func:`~alphac.passes.analysis.program.substitute`) and the symbolic operand values. The state
-after each op (values, depth runs, cost terms, hashes) is memoised per (prefix, context): a program
-that appends one op to an inferred prefix costs that op's shape, depth and cost rules; the mixing
-pull-back walks the whole program (its rules are memoised by spec and shapes).
+after each op (values, depth runs, cost terms, hashes) is memoised per (prefix, context) in the
+given :class:`~alphac.analysis.AnalysisManager`'s tables (a fresh manager when none is given): a
+program that appends one op to a prefix inferred through the same manager costs that op's shape,
+depth and cost rules; the mixing pull-back walks the whole program (its rules are memoised by spec
+and shapes, in the same manager).
 
 :func:`lift` turns a subgraph of a traced model into ``(program, context)``: the subgraph's inputs,
 its nodes normalised (``get_attr`` constants as ops of kind ``get_attr`` whose ``source`` is the
@@ -20,9 +22,10 @@ attribute; a module call's ``source`` is its target, a function or method call's
 splicing it back unchanged keeps the call as written), and widths as expressions in the input's
 symbols. Example::
 
-    program, ctx = lift(gm, block.subgraph(gm))
-    facts = infer(program, ctx)           # == the fx analyses of that subgraph
-    infer(program, Context.of(other_fact, block_inputs)).cost.params   # another instance
+    am = AnalysisManager()
+    program, ctx = lift(gm, block.subgraph(gm), am)
+    facts = infer(program, ctx, am)       # == the fx analyses of that subgraph
+    infer(program, Context.of(other_fact, block_inputs), am).cost.params   # another instance
 """
 
 from __future__ import annotations
@@ -56,7 +59,13 @@ from alphac.passes.analysis.mixing_boxes import NO_PULLS, Rule
 from alphac.passes.analysis.program import Program, ProgramOp, substitute
 from alphac.passes.analysis.registry import REGISTRY, OpCost, OpSpec
 from alphac.passes.analysis.registry.common import FREE
-from alphac.passes.analysis.shape import ShapeAnalysis, ShapeFact, TensorShape, traced_shape
+from alphac.passes.analysis.shape import (
+    SHAPE_RULES,
+    ShapeAnalysis,
+    ShapeFact,
+    TensorShape,
+    traced_shape,
+)
 from alphac.passes.analysis.shape_dims import evaluate_dim
 
 __all__ = [
@@ -141,19 +150,18 @@ class _State:
     constants: frozenset[int] = frozenset()
 
 
+#: Unique state ids (a prefix memo key): a counter, not a cache, so process-wide.
 _TOKENS = itertools.count()
-#: (parent state token, op) or (inputs, context) -> state: structural, shared by every caller.
-_MEMO: dict[Any, _State] = {}
-#: (concrete spec, concrete operand values, concrete value) -> mixing rule by operand index.
-_RULES: dict[Any, Rule | None] = {}
+#: The manager's memo tables (:meth:`AnalysisManager.table`): (parent state token, op) or
+#: (inputs, context) -> state; (concrete spec, concrete operand values, concrete value) -> mixing
+#: rule by operand index.
+STATES, MIXING_RULES = "program.states", "program.mixing_rules"
 #: How many op transfer steps ran (tests check the prefix memo with it).
 STEPS = [0]
 
 
-def clear_caches() -> None:
-    """Forget every memoised prefix state and mixing rule (benchmarks time cold starts)."""
-    _MEMO.clear()
-    _RULES.clear()
+def _manager(am: AnalysisManager | None) -> AnalysisManager:
+    return am if am is not None else AnalysisManager()
 
 
 def _carries(flags: Any) -> bool:
@@ -173,16 +181,16 @@ def _concrete(value: Value, flags: Any, bindings: Mapping[sympy.Symbol, int]) ->
     return None
 
 
-def _root(program: Program, ctx: Context) -> _State:
+def _root(program: Program, ctx: Context, memo: dict) -> _State:
     key = (program.inputs, ctx)
-    state = _MEMO.get(key)
+    state = memo.get(key)
     if state is None:
         n = len(program.inputs)
         if len(ctx.values) != n:
             raise ValueError(f"a context of {len(ctx.values)} values cannot bind a program of "
                              f"{n} inputs")
         floats = [i for i in range(n) if ctx.floats[i] is True]
-        state = _MEMO[key] = _State(
+        state = memo[key] = _State(
             next(_TOKENS), ctx.values, ctx.floats,
             tuple(_concrete(v, f, ctx.bindings) for v, f in zip(ctx.values, ctx.floats,
                                                                   strict=True)),
@@ -191,27 +199,27 @@ def _root(program: Program, ctx: Context) -> _State:
     return state
 
 
-def _state(program: Program, ctx: Context) -> _State:
-    """The memoised state after all of ``program``'s ops (each prefix memoised on the way)."""
-    state = _root(program, ctx)
+def _state(program: Program, ctx: Context, am: AnalysisManager) -> _State:
+    """The state after all of ``program``'s ops, memoised in ``am`` (each prefix on the way)."""
+    memo = am.table(STATES)
+    state = _root(program, ctx, memo)
+    rules = am.table(SHAPE_RULES)
     for op in program.ops:
         key = (state.token, op)
-        nxt = _MEMO.get(key)
+        nxt = memo.get(key)
         if nxt is None:
-            if len(_MEMO) > 200_000:
-                _MEMO.clear()
-            nxt = _MEMO[key] = _extend(state, op, ctx)
+            nxt = memo[key] = _extend(state, op, ctx, rules)
         state = nxt
     return state
 
 
-def _extend(state: _State, op: ProgramOp, ctx: Context) -> _State:
+def _extend(state: _State, op: ProgramOp, ctx: Context, rules: dict) -> _State:
     """``state`` after one more op: its shape, float flags, depth and cost transfer."""
     STEPS[0] += 1
     bindings = ctx.bindings
     spec = substitute(op.spec, bindings)
     ins = tuple(state.values[i] for i in op.operands)
-    value = _shape_value(op, spec, ins)
+    value = _shape_value(op, spec, ins, rules)
     flags = op.floats if op.floats is not None else _derived_floats(
         value, [state.floats[i] for i in op.operands])
     index = len(state.values)
@@ -225,14 +233,14 @@ def _extend(state: _State, op: ProgramOp, ctx: Context) -> _State:
         state.constants | {index} if spec.kind == "get_attr" else state.constants)
 
 
-def _shape_value(op: ProgramOp, spec: OpSpec, ins: tuple[Value, ...]) -> Value:
+def _shape_value(op: ProgramOp, spec: OpSpec, ins: tuple[Value, ...], rules: dict) -> Value:
     if op.fallback is not None:
         return shape_mod._constant(op.fallback)
     if spec.kind == "get_attr":
         traced = spec.get("shape")
         return shape_mod._constant(traced, "?" * len(traced or ()))
     kind = REGISTRY.get(spec.kind)
-    return None if kind is None else shape_mod._shape_rule(kind, spec, ins)
+    return None if kind is None else shape_mod._shape_rule(kind, spec, ins, rules)
 
 
 def _derived_floats(value: Value, operands: list[Any]) -> Any:
@@ -288,10 +296,10 @@ def _float_outputs(program: Program, state: _State) -> list[int]:
     return [v for v in program.outputs if state.floats[v] is True]
 
 
-def shape_of(program: Program, ctx: Context) -> ShapeFact:
+def shape_of(program: Program, ctx: Context, am: AnalysisManager | None = None) -> ShapeFact:
     """The :class:`ShapeFact` of ``program`` in ``ctx`` (``node_shapes`` keyed by input name and
-    ``%i`` for the value of op i)."""
-    state = _state(program, ctx)
+    ``%i`` for the value of op i), memoised in ``am``."""
+    state = _state(program, ctx, _manager(am))
     inputs = tuple(state.values[i] for i in _float_inputs(program, state))
     outputs = tuple(state.values[v] for v in _float_outputs(program, state)
                     if isinstance(state.values[v], TensorShape))
@@ -301,48 +309,52 @@ def shape_of(program: Program, ctx: Context) -> ShapeFact:
     return ShapeFact(inputs, outputs, ctx.bindings, MappingProxyType(names))
 
 
-def value_shapes(program: Program, ctx: Context) -> tuple[Any, ...]:
+def value_shapes(program: Program, ctx: Context, am: AnalysisManager | None = None
+                 ) -> tuple[Any, ...]:
     """The concrete shape of each of ``program``'s values in ``ctx``, inputs first: a tuple of
     ints for a float tensor, a tuple of those for a tuple of tensors, else None."""
-    return _state(program, ctx).concrete
+    return _state(program, ctx, _manager(am)).concrete
 
 
-def depth_of(program: Program, ctx: Context) -> DepthFact:
+def depth_of(program: Program, ctx: Context, am: AnalysisManager | None = None) -> DepthFact:
     """The :class:`DepthFact` of ``program`` in ``ctx`` (numbering as ``DepthAnalysis``)."""
-    state = _state(program, ctx)
+    state = _state(program, ctx, _manager(am))
     pairs = [((o, ), v) for o, v in enumerate(_float_outputs(program, state))]
     return DepthFact(tuple(((i, o), max(runs)) for (o,), v in pairs
                            for i, runs in state.runs[v].items()))
 
 
-def cost_of(program: Program, ctx: Context) -> CostFact:
+def cost_of(program: Program, ctx: Context, am: AnalysisManager | None = None) -> CostFact:
     """The :class:`CostFact` of ``program`` in ``ctx``."""
-    costs = _state(program, ctx).costs
+    costs = _state(program, ctx, _manager(am)).costs
     return CostFact(sympy.Add(*(c.params for c in costs)), sympy.Add(*(c.flops for c in costs)),
                     sympy.Add(*(c.other for c in costs)), ctx.bindings)
 
 
-def fingerprint_of(program: Program, ctx: Context | None = None) -> str:
+def fingerprint_of(program: Program, ctx: Context | None = None,
+                   am: AnalysisManager | None = None) -> str:
     """A structural hash of ``program``: op kinds, symbolic params and wiring, outputs in order;
     names, sources and the context do not enter (so it is the same in every block instance)."""
     if ctx is None:
         ctx = Context(tuple(None for _ in program.inputs), tuple(False for _ in program.inputs))
-    hashes = _state(program, ctx).hashes
+    hashes = _state(program, ctx, _manager(am)).hashes
     n = len(program.inputs)
     outputs = ",".join(hashes[v] for v in program.outputs)
     return _digest(f"out:{outputs};nodes:{','.join(sorted(hashes[n:]))}")
 
 
-def mixing_of(program: Program, ctx: Context) -> MixingFact:
+def mixing_of(program: Program, ctx: Context, am: AnalysisManager | None = None) -> MixingFact:
     """The exact :class:`MixingFact` of ``program`` at ``ctx``'s concrete shapes."""
-    state = _state(program, ctx)
+    am = _manager(am)
+    state = _state(program, ctx, am)
+    memo = am.table(MIXING_RULES)
     n = len(program.inputs)
     keys = [None if v in state.constants else v for v in range(len(state.values))]
 
     def rule_of(v: int) -> Rule:
         op, spec = program.ops[v - n], state.specs[v - n]
         ins = tuple(state.concrete[i] for i in op.operands)
-        rule = _mixing_rule(spec, ins, state.concrete[v])
+        rule = _mixing_rule(spec, ins, state.concrete[v], memo)
         return renamed(rule, [keys[i] for i in op.operands])
 
     ins = [(i, state.concrete[i]) for i in _float_inputs(program, state)]
@@ -351,17 +363,18 @@ def mixing_of(program: Program, ctx: Context) -> MixingFact:
     return mixing_fact(ins, outs, order, rule_of)
 
 
-def _mixing_rule(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule:
-    """``kind.mixing(spec, ins, out)`` by operand index, top (reported) where not modelled."""
+def _mixing_rule(spec: OpSpec, ins: tuple[Any, ...], out: Any, memo: dict) -> Rule:
+    """``kind.mixing(spec, ins, out)`` by operand index, top (reported) where not modelled;
+    memoised in ``memo``."""
     key = (spec, ins, out)
     try:
-        hit = _RULES.get(key, _MISSING)
+        hit = memo.get(key, _MISSING)
     except TypeError:
         hit, key = _MISSING, None
     if hit is _MISSING:
         hit = _build_rule(spec, ins, out)
         if key is not None:
-            _RULES[key] = hit
+            memo[key] = hit
     return hit
 
 
@@ -386,10 +399,13 @@ def _build_rule(spec: OpSpec, ins: tuple[Any, ...], out: Any) -> Rule:
     return rule
 
 
-def infer(program: Program, ctx: Context) -> ProgramFacts:
-    """Shape, depth, mixing, cost and fingerprint of ``program`` in ``ctx``."""
-    return ProgramFacts(shape_of(program, ctx), depth_of(program, ctx), mixing_of(program, ctx),
-                        cost_of(program, ctx), fingerprint_of(program, ctx))
+def infer(program: Program, ctx: Context, am: AnalysisManager | None = None) -> ProgramFacts:
+    """Shape, depth, mixing, cost and fingerprint of ``program`` in ``ctx``, memoised in ``am``
+    (a fresh manager when None: nothing is reused from earlier calls)."""
+    am = _manager(am)
+    return ProgramFacts(shape_of(program, ctx, am), depth_of(program, ctx, am),
+                        mixing_of(program, ctx, am), cost_of(program, ctx, am),
+                        fingerprint_of(program, ctx, am))
 
 
 # ---- lift ----------------------------------------------------------------------------------------

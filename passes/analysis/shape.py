@@ -34,7 +34,6 @@ from alphac.passes.analysis.shape_dims import (
     TensorShape,
     channel_first,
     channel_last,
-    clear_same_memo,
     default_layout,
     dims_same,
     evaluate_dim,
@@ -44,12 +43,12 @@ from alphac.symbols import dim
 
 __all__ = [
     "ROLE_SYMBOLS",
+    "SHAPE_RULES",
     "ShapeAnalysis",
     "ShapeFact",
     "ShapeLattice",
     "ShapeProperty",
     "TensorShape",
-    "clear_caches",
     "evaluate_dim",
     "traced_shape",
 ]
@@ -102,18 +101,10 @@ def graph_context(gm: fx.GraphModule, am: AnalysisManager | None = None) -> Grap
     return graph_index(gm, am)
 
 
-#: (spec, operand values) -> rule result: structural, so shared by every block and graph.
-_RESULTS: dict[Any, Value] = {}
-
-
-def clear_caches() -> None:
-    """Empty the shape analysis' memo tables (rule results, comparisons).
-
-    Only benchmarks need this, to time a cold start; results never depend on the memo. The
-    per-graph tables live in the AnalysisManager and go with it.
-    """
-    _RESULTS.clear()
-    clear_same_memo()
+#: The manager's memo table (:meth:`AnalysisManager.table`) of shape rule results: (spec, operand
+#: values) -> value. Keyed by values alone, so every block and graph the manager sees shares it,
+#: and program inference (which runs the same rules) reads it too.
+SHAPE_RULES = "shape.rules"
 
 
 def _memo_key(value: Any) -> Any:
@@ -125,17 +116,16 @@ def _memo_key(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-def _shape_rule(kind: OpKind, spec: OpSpec, ins: tuple[Value, ...]) -> Value:
-    """``kind.shape(spec, ins)``, memoized by spec and operand values."""
+def _shape_rule(kind: OpKind, spec: OpSpec, ins: tuple[Value, ...], memo: dict) -> Value:
+    """``kind.shape(spec, ins)``, memoized in ``memo`` (a manager's :data:`SHAPE_RULES` table)
+    by spec and operand values."""
     key = (spec, _memo_key(ins))
     try:
-        hit = _RESULTS.get(key, _MISSING)
+        hit = memo.get(key, _MISSING)
     except TypeError:  # an unhashable param: no memo
         return kind.shape(spec, ins)
     if hit is _MISSING:
-        if len(_RESULTS) > 200_000:
-            _RESULTS.clear()
-        hit = _RESULTS[key] = kind.shape(spec, ins)
+        hit = memo[key] = kind.shape(spec, ins)
     return hit
 
 
@@ -151,7 +141,7 @@ def _rule_value(index: GraphIndex, node: fx.Node, env: Mapping[str, Value]) -> V
         return None  # an unknown op: the analysis reports it and uses the traced shape
     ins = tuple(env[o.name] if o.name in env else _constant(traced_shape(o))
                 for o in op.operands)
-    return _shape_rule(kind, op.spec, ins)
+    return _shape_rule(kind, op.spec, ins, index.shared(SHAPE_RULES))
 
 
 def _layout_effect(index: GraphIndex, node: fx.Node) -> tuple[str | None, Any]:

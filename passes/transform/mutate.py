@@ -20,7 +20,8 @@ ignores the properties: :mod:`.random_edit`).
 
 Example::
 
-    child = mutate(traced.gm, traced.blocks, traced.example_inputs, seed=3)
+    am = AnalysisManager()                    # one manager: every analysis and memo of the call
+    child = mutate(traced.gm, traced.blocks, traced.example_inputs, seed=3, am=am)
     child.record.kind, child.record.block     # ('rewrite', 'layer2.1')
 """
 
@@ -150,7 +151,7 @@ def _walk(blocks: Sequence[Any]) -> Iterator[Any]:
 
 def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[torch.Tensor], *,
            seed: int = 0, mutator: str = "property", config: MutationConfig | None = None,
-           kind: str | None = None) -> Child:
+           kind: str | None = None, am: AnalysisManager | None = None) -> Child:
     """A child of ``gm`` (see the module docstring); ``gm`` is left unchanged.
 
     Pre: ``gm`` is shape-annotated at ``example_inputs``; ``blocks`` are its block instances (as
@@ -158,6 +159,9 @@ def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[t
     ``kind`` forces ``rewrite``/``width``/``duplicate``/``delete``. Post: the child passed every
     gate, and its modules start from the parent's weights (``record.weight_plan`` applied); the
     same arguments give the same child, byte for byte (unless a wall-clock budget ran out).
+    Every analysis of the parent and the children, and program inference, goes through ``am``
+    (default: a fresh manager); a caller making many children passes one, so the parent's facts
+    and the memo tables are reused, and ``am.clear()`` forgets them.
     """
     if mutator not in MUTATORS:
         raise ValueError(f"unknown mutator {mutator!r}: choose one of {', '.join(MUTATORS)}")
@@ -167,9 +171,9 @@ def mutate(gm: fx.GraphModule, blocks: Sequence[Any], example_inputs: Sequence[t
         raise ValueError("mutate needs a shape-annotated parent: run alphac.ir.annotate_shapes(gm, "
                          "example_inputs) first")
     rng = random.Random(f"alphac-mutate-{seed}")
-    am = AnalysisManager()
+    am = am if am is not None else AnalysisManager()
     parent = _Parent(gm, list(_walk(blocks)), tuple(example_inputs), model_fingerprint(gm, am),
-                     model_cost(gm, example_inputs, am), annotated_output_shape(gm))
+                     model_cost(gm, example_inputs, am), annotated_output_shape(gm), am)
     chosen = kind or draw_kind(gm, parent.blocks, rng, config, am)
     last: SynthesisFailed | None = None
     for attempt in range(1, config.attempts + 1):
@@ -192,6 +196,7 @@ class _Parent:
     fingerprint: str
     cost: Any
     output_shape: tuple[int, ...]
+    am: AnalysisManager  # the one manager of the whole call (parent, attempts, children)
 
 
 def draw_kind(gm: fx.GraphModule, blocks: Sequence[Any], rng: random.Random,
@@ -238,7 +243,7 @@ def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
         return found
     where = {name: i for i, name in enumerate(block.nodes)}
     positions = [where[n] for n in sub.nodes if n in where]
-    shape = fingerprint_of(program)
+    shape = fingerprint_of(program, am=am)
     taken = set(sub.nodes)
     for other in parent.blocks:
         if other is block or other.type != block.type or len(other.nodes) != len(block.nodes):
@@ -248,7 +253,7 @@ def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
             p, c = lift(parent.gm, mapped, am)
         except (KeyError, ValueError):
             continue
-        if (fingerprint_of(p) == shape and len(mapped.inputs) == len(sub.inputs)
+        if (fingerprint_of(p, am=am) == shape and len(mapped.inputs) == len(sub.inputs)
                 and taken.isdisjoint(mapped.nodes)):
             found.append(_Instance(other.path, mapped, p, c))
             taken.update(mapped.nodes)
@@ -256,7 +261,7 @@ def _instances(parent: _Parent, block: Any, sub: Subgraph, am: AnalysisManager
 
 
 def _rewrite(parent: _Parent, rng: random.Random, mutator: str, config: MutationConfig):
-    am = AnalysisManager()
+    am = parent.am
     began = time.monotonic()
     block = rng.choice(parent.blocks) if parent.blocks else None
     region = block.nodes if block is not None else whole_model_region(parent.gm)
@@ -271,26 +276,26 @@ def _rewrite(parent: _Parent, rng: random.Random, mutator: str, config: Mutation
     applied = [instances[0], *[i for i in others if rng.random() < config.other_instances_p]]
     spare = [i for i in others if i not in applied]
     used = applied + spare[:max(0, config.max_contexts - len(applied))]
-    facts = [infer(i.program, i.context) for i in used]
+    facts = [infer(i.program, i.context, am) for i in used]
     targets: list[Targets] | None = None
     problem_programs = tuple(i.program for i in used)
     if mutator == "random":
         result = random_edit(Problem(problem_programs, tuple(i.context for i in used),
                                      tuple(Targets(f.shape, f.depth, f.mixing) for f in facts)),
-                             rng)
+                             rng, am=am)
     else:
         perturbation = mutate_properties(facts[0], rng, depth_p=config.depth_p,
                                          delta_max=config.delta_max, mixing_p=config.mixing_p)
         targets = [perturbation.apply(f) for f in facts]
         synth = SynthesisConfig(**{**asdict(config.synthesis), "strategy": mutator})
         result = synthesize(Problem(problem_programs, tuple(i.context for i in used),
-                                    tuple(targets)), rng, synth)
+                                    tuple(targets)), rng, synth, am)
     synthesis_seconds = time.monotonic() - began
     child, parts, plan = _splice_all(parent, applied, result, rng.randrange(2**31))
     gates = [gate_runs(child, parent.example_inputs, parent.output_shape),
-             gate_fingerprint(parent.fingerprint, child)]
+             gate_fingerprint(parent.fingerprint, child, am)]
     if targets is not None:
-        gates.insert(0, gate_properties(child, parts, targets[:len(applied)]))
+        gates.insert(0, gate_properties(child, parts, targets[:len(applied)], am))
     _check(gates)
     record = _rewrite_record(parent, block, applied, sub, result, targets, child, parts)
     return child, {**record, "synthesis_seconds": synthesis_seconds, "weight_plan": plan}
@@ -358,7 +363,7 @@ def _rewrite_record(parent: _Parent, block: Any, applied: Sequence[_Instance], s
                     parts: list[Subgraph]) -> dict[str, Any]:
     achieved = None
     if targets is not None:
-        facts = infer(result.program_for(applied[0].program), applied[0].context)
+        facts = infer(result.program_for(applied[0].program), applied[0].context, parent.am)
         achieved = Targets(facts.shape, facts.depth, facts.mixing).summary()
     return {"kind": "rewrite", "block": getattr(block, "path", None),
             "block_type": getattr(block, "type", None),
@@ -383,8 +388,7 @@ def _code_of(gm: fx.GraphModule, parts: Sequence[Subgraph]) -> str:
 # ---- block mutations --------------------------------------------------------------------------
 def _block_mutation(kind: str):
     def run(parent: _Parent, rng: random.Random, mutator: str, config: MutationConfig):
-        am = AnalysisManager()
-        eligible = eligible_blocks(parent.gm, parent.blocks, am)
+        eligible = eligible_blocks(parent.gm, parent.blocks, parent.am)
         if not eligible:
             raise SynthesisFailed(f"no block keeps its shape, so none can be {kind}d",
                                   prop="structure")
@@ -395,7 +399,7 @@ def _block_mutation(kind: str):
             delete_block(child, block)
         _annotate(child, parent.example_inputs)
         _check([gate_runs(child, parent.example_inputs, parent.output_shape),
-                gate_fingerprint(parent.fingerprint, child)])
+                gate_fingerprint(parent.fingerprint, child, parent.am)])
         code = _code_of(child, [part]) if part is not None else f"# {block.path} removed"
         return child, {"kind": kind, "block": block.path, "block_type": block.type,
                        "instances": (block.path,), "subgraph": tuple(block.nodes), "chains": (),
@@ -431,7 +435,7 @@ def _width(parent: _Parent, rng: random.Random, mutator: str, config: MutationCo
     rw.commit()
     _annotate(child, parent.example_inputs)
     _check([gate_runs(child, parent.example_inputs, parent.output_shape),
-            gate_fingerprint(parent.fingerprint, child)])
+            gate_fingerprint(parent.fingerprint, child, parent.am)])
     block = next((b for b in parent.blocks if group.producer in b.nodes), None)
     nodes = tuple(n for g in chosen if g.producer in widths for n in g.nodes)
     code = _code_of(child, [Subgraph.from_nodes(child, nodes)])
@@ -448,7 +452,7 @@ _ATTEMPTS = {"rewrite": _rewrite, "width": _width, "duplicate": _block_mutation(
 
 def _accept(parent: _Parent, child: fx.GraphModule, fields: dict[str, Any], seed: int,
             mutator: str, attempt: int, start: float) -> Child:
-    cost = model_cost(child, parent.example_inputs)
+    cost = model_cost(child, parent.example_inputs, parent.am)
     if fields.get("weight_plan"):  # the child starts from the parent's weights as given
         apply_channel_plan(child, parent.gm.state_dict(), fields["weight_plan"])
     record = MutationRecord(
@@ -457,5 +461,5 @@ def _accept(parent: _Parent, child: fx.GraphModule, fields: dict[str, Any], seed
         seconds=time.monotonic() - start, params_parent=parent.cost.params,
         params_child=cost.params, flops_parent=parent.cost.flops_per_sample,
         flops_child=cost.flops_per_sample, fingerprint_parent=parent.fingerprint,
-        fingerprint_child=model_fingerprint(child), **fields)
+        fingerprint_child=model_fingerprint(child, parent.am), **fields)
     return Child(child, record)

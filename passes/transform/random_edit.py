@@ -18,6 +18,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
+from alphac.analysis import AnalysisManager
 from alphac.errors import SynthesisFailed
 from alphac.passes.analysis.program import value_at
 from alphac.passes.analysis.registry import OpSpec
@@ -116,15 +117,18 @@ def _edit(chain: list[Template], slot: Slot, rng: random.Random) -> list[Templat
     return chain
 
 
-def random_edit(problem: Problem, rng: random.Random, *, tries: int = 50) -> Synthesis:
+def random_edit(problem: Problem, rng: random.Random, *, tries: int = 50,
+                am: AnalysisManager | None = None) -> Synthesis:
     """One random edit of one chain that keeps the exact shape in every context.
 
     Pre: as :func:`~alphac.passes.transform.synthesize.synthesize` (the targets are ignored).
-    Post: the program differs from the lifted one in exactly one chain."""
+    Post: the program differs from the lifted one in exactly one chain. Program inference is
+    memoised in ``am`` (a fresh manager when None)."""
     start = time.monotonic()
+    am = am if am is not None else AnalysisManager()
     contexts = problem.contexts
     slots = []
-    for slot in chain_slots(problem):
+    for slot in chain_slots(problem, am):
         ops = [problem.program.ops[k].spec for k in slot.chain.ops]
         templates = [template_of(s, contexts[0].bindings) for s in ops]
         if all(t is not None for t in templates) and slot_specs(slot, templates, contexts):
@@ -140,7 +144,7 @@ def random_edit(problem: Problem, rng: random.Random, *, tries: int = 50) -> Syn
         if slot_specs(slot, edited, contexts) == slot_specs(slot, templates, contexts):
             continue  # e.g. a new ratio on the last conv, which the width fit undoes
         specs = slot_specs(slot, edited, contexts)
-        if specs is None or slot_shape_distance(slot, specs, contexts) != 0:
+        if specs is None or slot_shape_distance(slot, specs, contexts, am) != 0:
             continue
         fitted = fit_width(edited, slot.out_width) if slot.out_width is not None else edited
         result = Synthesis(problem.program, ((slot.chain, tuple(fitted), specs),), (), attempt,

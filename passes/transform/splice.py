@@ -61,7 +61,7 @@ def splice(gm: fx.GraphModule, subgraph: Subgraph, program: Program,
     calls = _lifted_calls(gm, subgraph, nodes, am) if any(op.source for op in program.ops) else {}
     if context is None:
         context = _traced_context([nodes[n] for n in subgraph.inputs], context_bindings)
-    shapes = value_shapes(program, context)
+    shapes = value_shapes(program, context, am)
 
     def build(rw: Rewriter, inputs: tuple[fx.Node, ...]) -> list[fx.Node]:
         values = list(inputs)

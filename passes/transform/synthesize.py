@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
+from alphac.analysis import AnalysisManager
 from alphac.errors import SynthesisFailed
 from alphac.passes.analysis.program import Program, ProgramOp, value_at
 from alphac.passes.analysis.program_infer import (
@@ -165,6 +166,8 @@ class _Search:
     memo: dict[Any, tuple[float, Any]] = field(default_factory=dict)
     candidates: int = 0
     best: tuple[float, dict[str, float]] = (_INF, {})
+    am: AnalysisManager = field(default_factory=AnalysisManager)  # its memo tables: every
+    # candidate shares the prefixes it has in common with those scored before
 
 
 # ---- setting up -------------------------------------------------------------------------------
@@ -173,9 +176,9 @@ def _value_name(program: Program, v: int) -> str:
     return program.inputs[v] if v < n else f"%{v - n}"
 
 
-def chain_slots(problem: Problem) -> list[Slot]:
+def chain_slots(problem: Problem, am: AnalysisManager | None = None) -> list[Slot]:
     program = problem.program
-    shapes = [shape_of(program, ctx).node_shapes for ctx in problem.contexts]
+    shapes = [shape_of(program, ctx, am).node_shapes for ctx in problem.contexts]
     bindings0 = problem.contexts[0].bindings
     slots = []
     for chain in chains(program):
@@ -207,13 +210,14 @@ def slot_specs(slot: Slot, templates: Sequence[Template], contexts: Sequence[Con
     return chain_specs(fitted, slot.width, slot.layout, [c.bindings for c in contexts])
 
 
-def slot_shape_distance(slot: Slot, specs: Sequence[Any], contexts: Sequence[Context]) -> float:
+def slot_shape_distance(slot: Slot, specs: Sequence[Any], contexts: Sequence[Context],
+                        am: AnalysisManager | None = None) -> float:
     """How far the chain alone is from its original output shape (max over contexts)."""
     worst = 0.0
     for ctx, (x, y) in zip(contexts, slot.values, strict=True):
         prog = Program(("x",), tuple(ProgramOp(s, (i,)) for i, s in enumerate(specs)),
                        (len(specs),))
-        got = shape_of(prog, Context((x,), (True,), ctx.bindings)).node_shapes.get(
+        got = shape_of(prog, Context((x,), (True,), ctx.bindings), am).node_shapes.get(
             f"%{len(specs) - 1}") if specs else x
         if not isinstance(got, TensorShape):
             return _INF
@@ -222,10 +226,11 @@ def slot_shape_distance(slot: Slot, specs: Sequence[Any], contexts: Sequence[Con
     return worst
 
 
-def _whole_distances(programs: Sequence[Program], problem: Problem) -> list[dict[str, float]]:
-    return [distances(target, SimpleNamespace(shape=shape_of(program, ctx),
-                                              depth=depth_of(program, ctx),
-                                              mixing=mixing_of(program, ctx)))
+def _whole_distances(programs: Sequence[Program], problem: Problem, am: AnalysisManager
+                     ) -> list[dict[str, float]]:
+    return [distances(target, SimpleNamespace(shape=shape_of(program, ctx, am),
+                                              depth=depth_of(program, ctx, am),
+                                              mixing=mixing_of(program, ctx, am)))
             for program, ctx, target in zip(programs, problem.contexts, problem.targets,
                                             strict=True)]
 
@@ -246,7 +251,7 @@ def _score(search: _Search, assignment: Mapping[int, tuple[Template, ...]]) -> t
         specs = slot_specs(slot, templates, contexts)
         if specs is None:
             return search.memo.setdefault(key, (_INF, None))
-        gap = slot_shape_distance(slot, specs, contexts)
+        gap = slot_shape_distance(slot, specs, contexts, search.am)
         if gap == _INF:
             return search.memo.setdefault(key, (_INF, None))
         shape_gap = max(shape_gap, gap)
@@ -256,7 +261,7 @@ def _score(search: _Search, assignment: Mapping[int, tuple[Template, ...]]) -> t
             search.best = (2.0 + shape_gap, {"shape": shape_gap})
         return search.memo.setdefault(key, (2.0 + shape_gap, None))
     programs = [with_chains(p, replacements) for p in search.problem.programs]
-    parts = _whole_distances(programs, search.problem)
+    parts = _whole_distances(programs, search.problem, search.am)
     program = programs[0]
     total = sum(sum(p.values()) for p in parts) / len(parts)
     if total < search.best[0]:
@@ -278,7 +283,7 @@ def _cost(search: _Search, slot: Slot, templates: tuple[Template, ...]) -> tuple
     specs = slot_specs(slot, templates, [ctx]) or ()
     x = slot.values[0][0]
     prog = Program(("x",), tuple(ProgramOp(s, (i,)) for i, s in enumerate(specs)), ())
-    cost = cost_of(prog, Context((x,), (True,), ctx.bindings))
+    cost = cost_of(prog, Context((x,), (True,), ctx.bindings), search.am)
     return (float(value_at(cost.flops, ctx.bindings) or 0),
             float(value_at(cost.params, ctx.bindings) or 0))
 
@@ -366,13 +371,13 @@ def _drop_branch(search: _Search, replacements: Mapping[Chain, Sequence[OpSpec]]
         return None
     value, keep = search.rng.choice(junctions), search.rng.randrange(2)
     kept = program.ops[value - n].operands[keep]
-    if value_shapes(program, search.problem.contexts[0])[kept] is None:
+    if value_shapes(program, search.problem.contexts[0], search.am)[kept] is None:
         return None  # a scalar (``q @ k * d ** -0.5``'s size arithmetic) is no branch to keep
     programs = [drop_operand(with_chains(p, replacements), value, keep)
                 for p in search.problem.programs]
     if not programs[0].ops:
         return None
-    parts = _whole_distances(programs, search.problem)
+    parts = _whole_distances(programs, search.problem, search.am)
     return (value, keep) if all(sum(p.values()) == 0 for p in parts) else None
 
 
@@ -398,7 +403,8 @@ def _attempt(search: _Search) -> Synthesis | None:
 
 
 def synthesize(problem: Problem, rng: random.Random,
-               config: SynthesisConfig | None = None) -> Synthesis:
+               config: SynthesisConfig | None = None,
+               am: AnalysisManager | None = None) -> Synthesis:
     """A program meeting ``problem.targets[i]`` in ``problem.contexts[i]`` for every i.
 
     Pre: ``problem.program`` is the lifted subgraph (its junctions are kept), contexts are its
@@ -406,13 +412,15 @@ def synthesize(problem: Problem, rng: random.Random,
     program's shape, depth and mixing have distance 0 to every target (re-verified); its chains
     hold only vocabulary ops with widths in the contexts' symbols. Raises
     :class:`~alphac.errors.SynthesisFailed` when no attempt succeeds within the budget.
+    Program inference is memoised in ``am`` (a fresh manager when None).
     """
     config = config or SynthesisConfig()
     if os.environ.get("ALPHAC_BENCH_SLOWDOWN_S"):  # only bench/compare.py's acceptance check
         time.sleep(float(os.environ["ALPHAC_BENCH_SLOWDOWN_S"]))
     start = time.monotonic()
-    search = _Search(problem, rng, config, start + config.budget_s)
-    search.slots = chain_slots(problem)
+    search = _Search(problem, rng, config, start + config.budget_s,
+                     am=am if am is not None else AnalysisManager())
+    search.slots = chain_slots(problem, search.am)
     if not search.slots:
         raise SynthesisFailed("the selected subgraph has no chain of vocabulary ops to "
                               "resynthesize (only junctions: adds, reshapes, size queries...)",
@@ -424,7 +432,7 @@ def synthesize(problem: Problem, rng: random.Random,
             found = _attempt(search)
             if found is not None:  # re-verify the whole replacement in every instance
                 parts = _whole_distances([found.program_for(p) for p in problem.programs],
-                                         problem)
+                                         problem, search.am)
                 if all(sum(p.values()) == 0 for p in parts):
                     return replace(found, distances=tuple(parts), attempts=attempts,
                                    candidates=search.candidates,

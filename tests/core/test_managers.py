@@ -79,6 +79,44 @@ def test_cache_is_per_subgraph(gm):
     assert am.cached(gm) == 2
 
 
+def test_memo_tables_belong_to_one_manager(gm):
+    first, other = AnalysisManager(), AnalysisManager()
+    first.table("toy")["key"] = 1
+    assert first.table("toy") is first.table("toy") and first.table("toy")["key"] == 1
+    assert "key" not in other.table("toy")  # two managers share no entry
+    first.get(CountNodes(), gm)
+    first.graph_cache(gm)["index"] = "scratch"
+    assert other.cached(gm) == 0 and "index" not in other.graph_cache(gm)
+    assert first.cache.sizes() == {"facts": 1, "scratch": 1, "toy": 1}
+
+
+def test_clear_empties_every_table(gm):
+    calls: list = []
+    am = AnalysisManager()
+    table = am.table("toy")
+    table["key"] = 1
+    am.table("other")["k"] = 2
+    am.get(CountNodes(calls=calls), gm)
+    am.graph_cache(gm)["index"] = "scratch"
+    am.clear()
+    assert am.cache.sizes() == {"facts": 0, "scratch": 0, "toy": 0, "other": 0}
+    assert am.table("toy") is table and not table  # a holder's reference stays live, emptied
+    assert am.cached(gm) == 0 and am.graph_cache(gm) == {}
+    am.get(CountNodes(calls=calls), gm)
+    assert len(calls) == 2  # the fact is computed again
+
+
+def test_a_memo_table_forgets_at_its_bound():
+    table = AnalysisManager().table("bounded", limit=2)
+    table[1] = table[2] = "a"
+    table[2] = "b"  # an existing key: no reset
+    assert table == {1: "a", 2: "b"}
+    table[3] = "c"
+    assert table == {3: "c"}
+    assert table.setdefault(4, "d") == "d" and table.setdefault(4, "e") == "d"
+    assert table == {3: "c", 4: "d"}
+
+
 def test_two_pass_pipeline_and_idempotence(gm):
     x = torch.randn(2, 3, 8, 8)
     expected = gm(x)

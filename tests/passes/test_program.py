@@ -153,19 +153,38 @@ def test_fingerprints_ignore_names_and_see_ops(zoo_model):
 
 def test_appending_an_op_reuses_the_prefix(zoo_model):
     contexts = _resnet_block_contexts(zoo_model)
+    am = AnalysisManager()
     base = BOTTLENECK.append(OpSpec.of("relu"), 3).with_outputs(4)
     for ctx in contexts:
-        infer(base, ctx)
+        infer(base, ctx, am)
     longer = base.append(conv_spec(1, C, 2 * C), 4).with_outputs(5)
     before = program_infer.STEPS[0]
-    facts = [infer(longer, ctx) for ctx in contexts]
+    facts = [infer(longer, ctx, am) for ctx in contexts]
     assert program_infer.STEPS[0] - before == len(contexts)  # one op's transfer per context
     for ctx, fact in zip(contexts, facts, strict=True):
         width = evaluate_dim(fact.shape.outputs[0].dims[1], ctx.bindings)
         assert width == 2 * ctx.bindings[C]
     before = program_infer.STEPS[0]
-    infer(longer, contexts[0])
+    infer(longer, contexts[0], am)
     assert program_infer.STEPS[0] == before  # fully memoised
+
+
+def test_the_prefix_memo_belongs_to_one_manager(zoo_model):
+    ctx = _resnet_block_contexts(zoo_model)[0]
+    program = BOTTLENECK.append(OpSpec.of("relu"), 3).with_outputs(4)
+    first, other = AnalysisManager(), AnalysisManager()
+    facts = infer(program, ctx, first)
+    steps = len(program.ops)
+    before = program_infer.STEPS[0]
+    assert infer(program, ctx, other) == facts  # another manager: computed afresh, equal
+    assert program_infer.STEPS[0] - before == steps
+    before = program_infer.STEPS[0]
+    infer(program, ctx)  # no manager: a fresh one, nothing reused
+    assert program_infer.STEPS[0] - before == steps
+    first.clear()
+    before = program_infer.STEPS[0]
+    assert infer(program, ctx, first) == facts
+    assert program_infer.STEPS[0] - before == steps  # cleared: every op's transfer again
 
 
 def test_context_is_a_value(zoo_model):

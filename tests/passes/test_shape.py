@@ -19,6 +19,7 @@ from alphac.ir import Subgraph
 from alphac.lattice import check_laws
 from alphac.passes.analysis.mixing import tensor_inputs, tensor_outputs
 from alphac.passes.analysis.shape import (
+    SHAPE_RULES,
     ShapeAnalysis,
     ShapeFact,
     ShapeLattice,
@@ -307,6 +308,19 @@ def test_property_infers_through_the_manager(zoo_model):
     sub = model.blocks[1].subgraph(model.gm)
     fact = ShapeProperty().infer(model.gm, sub, am)
     assert ShapeProperty().infer(model.gm, sub, am) is fact and am.stats.hits == 1
+
+
+def test_rule_results_are_memoised_in_the_manager(zoo_model):
+    model = zoo_model("small_cnn")
+    sub = model.blocks[1].subgraph(model.gm)
+    first, other = AnalysisManager(), AnalysisManager()
+    fact = first.get(ShapeAnalysis(), model.gm, sub)
+    assert len(first.table(SHAPE_RULES)) > 0
+    assert len(other.table(SHAPE_RULES)) == 0  # nothing global: the other manager is cold
+    assert other.get(ShapeAnalysis(), model.gm, sub) == fact
+    first.clear()
+    assert len(first.table(SHAPE_RULES)) == 0 and first.cached(model.gm) == 0
+    assert first.get(ShapeAnalysis(), model.gm, sub) == fact  # the same fact from cold
 
 
 @pytest.mark.parametrize("name", ["vit_ti4", "efficientnet_b0"])

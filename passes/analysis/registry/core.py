@@ -153,6 +153,9 @@ def kind_of(spec: OpSpec) -> OpKind | None:
 #: A module form: (module class, builder) where ``builder(module) -> (kind, params)``.
 ModuleBuilder = Callable[[Any], tuple[str, dict[str, Any]]]
 MODULE_FORMS: list[tuple[type, ModuleBuilder]] = []
+#: Module class -> its form's builder, the latest registration winning (what normalisation looks
+#: up along a module's MRO); kept beside ``MODULE_FORMS`` by :func:`module_form`.
+MODULE_FORM_OF: dict[type, ModuleBuilder] = {}
 
 
 def module_form(*classes: type) -> Callable[[ModuleBuilder], ModuleBuilder]:
@@ -161,6 +164,7 @@ def module_form(*classes: type) -> Callable[[ModuleBuilder], ModuleBuilder]:
 
     def deco(builder: ModuleBuilder) -> ModuleBuilder:
         MODULE_FORMS.extend((cls, builder) for cls in classes)
+        MODULE_FORM_OF.update((cls, builder) for cls in classes)
         return builder
 
     return deco

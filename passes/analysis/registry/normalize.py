@@ -24,7 +24,7 @@ from torch import fx, nn
 from alphac.modes import eval_value, is_mode_value
 from alphac.passes.analysis.registry.core import (
     CALL_FORMS,
-    MODULE_FORMS,
+    MODULE_FORM_OF,
     CallForm,
     OpSpec,
     Ref,
@@ -150,20 +150,10 @@ def _module_op(node: fx.Node, module: nn.Module | None) -> Op:
     return Op(OpSpec.of(kind, **params), tuple(operands.nodes))
 
 
-#: class -> its module form's builder (None: no form), for the forms registered so far.
-_BUILDERS: dict[type, Any] = {}
-_BUILDERS_FOR: list[int] = [0]  # how many forms _BUILDERS was computed from
-
-
 def _module_builder(cls: type) -> Any:
-    """The form of the nearest class in ``cls``'s MRO (a subclass form beats its base's)."""
-    if _BUILDERS_FOR[0] != len(MODULE_FORMS):  # a family registered more forms: recompute
-        _BUILDERS.clear()
-        _BUILDERS_FOR[0] = len(MODULE_FORMS)
-    if cls not in _BUILDERS:
-        by_class = dict(MODULE_FORMS)
-        _BUILDERS[cls] = next((by_class[b] for b in cls.__mro__ if b in by_class), None)
-    return _BUILDERS[cls]
+    """The form of the nearest class in ``cls``'s MRO (a subclass form beats its base's); None
+    when no form knows it. A lookup per MRO entry in the registry's own table: no memo to keep."""
+    return next((MODULE_FORM_OF[b] for b in cls.__mro__ if b in MODULE_FORM_OF), None)
 
 
 def module_spec(module: nn.Module) -> OpSpec | None:
