@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps $(LIBRARY_MODELS)
 	$(BIN)/python -m pip install -q $(LIBRARY_MODEL_DEPS)
-	$(BIN)/python -m pip install -q "ray>=2.40" "matplotlib>=3.8"
+	$(BIN)/python -m pip install -q "ray>=2.40"
 	touch $(STAMP)
 
 # Real data for the tests and the demo: Debian's Fashion-MNIST package where apt-get works (root),

@@ -12,8 +12,8 @@ Exit codes of the ``alphac`` command (also in docs/errors.md):
 1     internal error (a bug: any exception that is not a UserError), or ``alphac properties
       --check`` found a disagreement
 2     usage: a bad option or argument (:class:`UserError` itself, :class:`InvalidInputShapeError`,
-      :class:`UnknownTargetError`, :class:`DeviceError`, :class:`RunDirError`, an invalid recipe or
-      search setting)
+      :class:`UnknownTargetError`, :class:`DeviceError`, :class:`RunDirError`,
+      :class:`InvalidDurationError`, an invalid recipe or search setting)
 3     the model cannot be loaded or built (:class:`ModelLoadError`, :class:`UnknownModelError`),
       or its output does not fit the target (:class:`OutputShapeError`)
 4     the model cannot be captured as a graph (:class:`TraceError`)
@@ -69,6 +69,10 @@ class OutputShapeError(UserError):
     """A model whose output is not the ``(batch, classes)`` logits its target needs."""
 
     exit_code = 3
+
+
+class InvalidDurationError(UserError):
+    """A ``--budget`` (or other duration) that is not a positive time such as ``1h30m``."""
 
 
 class DeviceError(UserError):

@@ -8,11 +8,11 @@ a default recipe (:attr:`alphac.runtime.targets.Target.recipe`); callers overrid
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from alphac.errors import UserError
+from alphac.units import parse_duration as parse_duration  # one grammar: alphac.units
 
 SCHEDULES = ("onecycle", "cosine")
 
@@ -115,19 +115,3 @@ def lr_at(recipe: Recipe, progress: float) -> float:
     if recipe.schedule == "cosine":
         return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * rest))
     return recipe.lr * (1.0 - rest)
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
-
-
-def parse_duration(text: str) -> float:
-    """``'90s'`` -> 90.0, ``'5m'`` -> 300.0, ``'1h'`` -> 3600.0 (a bare number means seconds)."""
-    match = _DURATION.match(text or "")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()] if match else 0
-    if seconds <= 0:
-        raise InvalidRecipeError(
-            f"cannot read the time budget {text!r}",
-            hint="write a positive duration such as 90s, 5m or 1h",
-        )
-    return seconds

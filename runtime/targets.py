@@ -43,22 +43,37 @@ class Target:
 
         ``model`` names the model in the message (its file or zoo name).
         """
+        problem = self.output_mismatch(shape, model=model)
+        if problem is not None:
+            raise problem
+
+    def output_mismatch(self, shape: Sequence[int], *,
+                        model: str = "the model") -> OutputShapeError | None:
+        """None where ``shape`` is ``(batch, num_classes)``; else the OutputShapeError saying so.
+
+        What ``optimize`` and ``train`` raise and ``inspect`` prints as a warning. Example: a
+        ``2x16`` output for cifar10 gives "... needs (batch, 10): 16 scores per image for 10
+        classes", hinting at ``nn.Linear(..., 10)`` or a target with 16 classes.
+        """
         shape = tuple(int(s) for s in shape)
         if len(shape) == 2 and shape[1] == self.num_classes:
-            return
+            return None
         seen = f"a tensor of shape {'x'.join(map(str, shape))}" if shape else "a scalar"
+        what = "one score per class for each image"
         if len(shape) == 2:
+            what = f"{shape[1]} scores per image for {self.num_classes} classes"
             fits = [t.name for t in TARGETS.values() if t.num_classes == shape[1]]
             fix = (f"make its last layer produce {self.num_classes} outputs (e.g. "
-                   f"nn.Linear(..., {self.num_classes}))"
+                   f"nn.Linear(..., {self.num_classes}), or num_classes={self.num_classes} "
+                   "where the model takes one)"
                    + (f", or use --target {' or '.join(fits)}" if fits else ""))
         else:
             fix = ("end the model with pooling, a flatten and a linear layer to "
                    f"{self.num_classes} outputs (e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), "
                    f"nn.Linear(C, {self.num_classes}))")
-        raise OutputShapeError(
+        return OutputShapeError(
             f"{model} outputs {seen}, but target {self.name} needs "
-            f"(batch, {self.num_classes}): one score per class for each image",
+            f"(batch, {self.num_classes}): {what}",
             hint=fix,
         )
 

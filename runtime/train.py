@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "inherit_weights",
     "load_task_data",
     "train_and_evaluate",
+    "worker_task_data",
 ]
 
 
@@ -113,6 +115,32 @@ def load_task_data(
         device=resolve_device(device), test_subset=recipe.test_subset,
         val_subset=recipe.val_subset,
     )
+
+
+#: The data a worker process (a local pool's or Ray's) loaded, by what :func:`load_task_data`
+#: reads; one entry, so a worker that serves two searches does not keep both datasets.
+_WORKER_DATA: dict[tuple, TaskData] = {}
+
+
+def worker_task_data(target: str, recipe: Mapping[str, Any], seed: int = 0,
+                     data_dir: str | None = None, device: str = "auto") -> TaskData | None:
+    """A worker's data: loaded on the first call, the same object again on later calls with the
+    same target, splits, seed, folder and device; a call with other ones replaces it.
+
+    ``recipe`` is a :class:`Recipe` as a dict (as a task carries it). None where loading fails:
+    the candidate then loads the data itself, and its result says why that failed.
+    """
+    try:
+        settings = Recipe(**recipe)
+        key = (target, settings.subset, settings.val_fraction, settings.val_subset,
+               settings.test_subset, seed, data_dir, str(device))
+        if key not in _WORKER_DATA:
+            data = load_task_data(target, settings, seed=seed, data_dir=data_dir, device=device)
+            _WORKER_DATA.clear()
+            _WORKER_DATA[key] = data
+    except Exception:  # noqa: BLE001 - evaluate_candidate loads again and reports the reason
+        return None
+    return _WORKER_DATA[key]
 
 
 def train_and_evaluate(

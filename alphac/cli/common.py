@@ -177,12 +177,3 @@ def print_json(obj: Any) -> None:
     """One JSON object on stdout (nothing else is printed in --json mode)."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
-
-
-def human(n: float) -> str:
-    """1234567 -> '1.23M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:g}"
-

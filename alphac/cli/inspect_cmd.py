@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from alphac.cli.common import (
@@ -12,14 +14,15 @@ from alphac.cli.common import (
     ModelArg,
     TargetOpt,
     console,
+    err_console,
     handles_user_errors,
-    human,
     load_traced,
     print_diagnostics,
     print_json,
 )
 from alphac.diagnostics import Diagnostics, collect
 from alphac.ir import Subgraph, compute_nodes
+from alphac.units import format_count
 
 
 def block_tree(block) -> dict[str, Any]:
@@ -32,8 +35,9 @@ def summarize(traced) -> tuple[dict[str, Any], Diagnostics]:
     """The facts `inspect` reports, as a JSON-ready dict.
 
     FLOPs come from the symbolic cost analysis evaluated at the example input (matrix work, the
-    same count as ``torch.utils.flop_counter``); ``flops_expr`` is that cost in the input's
-    symbols (B, C, H, W). ``blocks`` are the outermost blocks (the mutation targets, each node in
+    same count as ``torch.utils.flop_counter``): ``flops`` for the whole example batch,
+    ``flops_per_sample`` for one image (the figure every other command and ``report.json``
+    show); ``flops_expr`` is the batch's cost in the input's symbols (B, C, H, W). ``blocks`` are the outermost blocks (the mutation targets, each node in
     at most one), inner repeated levels nested under ``children``; ``diagnostics`` lists the ops
     the cost analysis had no exact rule for.
     """
@@ -63,13 +67,30 @@ def inspect(
     input_shape: InputShapeOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Trace MODEL and show its frontend, size, FLOPs, shapes and blocks."""
-    info, diagnostics = summarize(load_traced(model, target, input_shape))
+    """Trace MODEL and show its frontend, size, FLOPs, shapes and blocks; warn where its output
+    is not the target's (batch, classes) scores, which `optimize` and `train` refuse."""
+    traced = load_traced(model, target, input_shape)
+    info, diagnostics = summarize(traced)
     if json_output:
         print_json(info)
     else:
         _print_tables(info)
     print_diagnostics(diagnostics)
+    warn_if_output_misfits(traced.output_shape, target, model)
+
+
+def warn_if_output_misfits(output_shape, target: str, model: str) -> None:
+    """``warning:`` and ``hint:`` on stderr where ``optimize`` would refuse this output (the same
+    check, :meth:`alphac.runtime.targets.Target.output_mismatch`); nothing where it fits."""
+    from alphac.runtime.targets import get_target
+
+    problem = get_target(target).output_mismatch(output_shape, model=model)
+    if problem is None:
+        return
+    say = functools.partial(err_console.print, highlight=False, soft_wrap=True)
+    say(f"[bold yellow]warning:[/] {escape(problem.message)}; `alphac optimize` and "
+        "`alphac train` refuse it")
+    say(f"[yellow]hint:[/] {escape(problem.hint or '')}")
 
 
 def _rows(block: dict[str, Any], depth: int = 0):
@@ -84,10 +105,10 @@ def _print_tables(info: dict[str, Any]) -> None:
     overview = Table(title=f"{info['model']}", show_header=False)
     overview.add_row("frontend", info["frontend"])
     overview.add_row("nodes", str(info["nodes"]))
-    overview.add_row("params", f"{human(info['params'])} ({info['params']:,})")
-    overview.add_row(
-        "FLOPs", f"{human(info['flops'])} at this input, {human(info['flops_per_sample'])}/sample"
-    )
+    overview.add_row("params", f"{format_count(info['params'])} ({info['params']:,})")
+    batch = info["input_shape"][0] if info["input_shape"] else 1
+    overview.add_row("FLOPs (per image)", format_count(info["flops_per_sample"]))
+    overview.add_row(f"FLOPs (example batch of {batch})", format_count(info["flops"]))
     overview.add_row("FLOPs (symbolic)", info["flops_expr"])
     overview.add_row("input", "x".join(map(str, info["input_shape"])))
     overview.add_row("output", "x".join(map(str, info["output_shape"])))

@@ -16,25 +16,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from alphac.cli.common import human
-
-
-def duration(seconds: float | None) -> str:
-    """93 -> '1m33s'; None -> '?'."""
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+from alphac.units import format_count, format_duration
 
 
 def _cost(value: float | None, objective: str) -> str:
     if value is None:
         return "?"
-    return f"{value:.2f} ms" if objective == "latency" else human(value)
+    return f"{value:.2f} ms" if objective == "latency" else format_count(value)
 
 
 class SearchView:
@@ -80,7 +68,7 @@ class SearchView:
             latency = (f", {info['latency_ms']:.2f} ms" if info.get("latency_ms") is not None
                        else "")
             return (f"  {count}{who}: val {100 * info['val_accuracy']:.1f}%, params "
-                    f"{human(info['params'])}, FLOPs {human(info['flops'])}{latency} "
+                    f"{format_count(info['params'])}, FLOPs {format_count(info['flops'])}{latency} "
                     f"({info['seconds']:.0f} s)")
         if kind == "promoted":
             return (f"  #{info['id']} rung {info['rung']}: val "
@@ -90,7 +78,7 @@ class SearchView:
             return f"  #{info['id']}{rung} {kind}: {info.get('reason')}"
         if kind == "final_start":
             return (f"  retraining {info['models']} models (the Pareto front and the seed) with "
-                    f"the final recipe, about {duration(info.get('estimate_s'))}")
+                    f"the final recipe, about {format_duration(info.get('estimate_s'))}")
         if kind == "final":
             return (f"  final #{info['id']}: val {100 * (info['val_accuracy'] or 0):.1f}%, "
                     f"test {100 * (info['test_accuracy'] or 0):.1f}%")
@@ -118,8 +106,8 @@ class SearchView:
                           f"{objective} {_cost(best['cost'], objective)} ({ratio:.0%} of seed)")
         table.add_row("pareto front", str(p.get("pareto", 0)))
         budget = p.get("budget_s")
-        table.add_row("time", f"{duration(p.get('elapsed_s', 0.0))} elapsed"
-                      + (f" of {duration(budget)}" if budget else "")
-                      + f", ETA {duration(p.get('eta_s'))}")
+        table.add_row("time", f"{format_duration(p.get('elapsed_s', 0.0))} elapsed"
+                      + (f" of {format_duration(budget)}" if budget else "")
+                      + f", ETA {format_duration(p.get('eta_s'))}")
         return Panel(Group(Text(self.phase, style="cyan"), table), title="alphac optimize",
                      expand=False)

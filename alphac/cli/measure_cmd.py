@@ -15,10 +15,10 @@ from alphac.cli.common import (
     TargetOpt,
     console,
     handles_user_errors,
-    human,
     load_traced,
     print_json,
 )
+from alphac.units import format_count
 
 
 @handles_user_errors
@@ -52,8 +52,8 @@ def measure(
         print_json(result)
         return
     table = Table(title=f"{model} on {timing.device}", show_header=False)
-    table.add_row("params", f"{human(cost.params)} ({cost.params:,})")
-    table.add_row("FLOPs/sample", human(cost.flops_per_sample))
+    table.add_row("params", f"{format_count(cost.params)} ({cost.params:,})")
+    table.add_row("FLOPs (per image)", format_count(cost.flops_per_sample))
     table.add_row("latency (batch 1)", f"{timing.latency_ms:.3f} ms")
     table.add_row(f"throughput (batch {timing.batch_size})", f"{timing.throughput:,.0f} images/s")
     console.print(table)

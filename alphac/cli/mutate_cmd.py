@@ -15,9 +15,9 @@ from alphac.cli.common import (
     console,
     err_console,
     handles_user_errors,
-    human,
     print_json,
 )
+from alphac.units import format_count
 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same child.")]
 MutatorOpt = Annotated[
@@ -128,8 +128,9 @@ def _print(report: dict[str, Any]) -> None:
         say(f"  target depth {report['targets']['depth']}, achieved {report['achieved']['depth']}")
         say(f"  target mixing pairs {sorted(report['targets']['mixing'])}, achieved "
             f"{sorted(report['achieved']['mixing'])}")
-    say(f"  params {human(report['params_parent'])} -> {human(report['params_child'])}, "
-        f"FLOPs/sample {human(report['flops_parent'])} -> {human(report['flops_child'])}")
+    say(f"  params {format_count(report['params_parent'])} -> "
+        f"{format_count(report['params_child'])}, FLOPs per image "
+        f"{format_count(report['flops_parent'])} -> {format_count(report['flops_child'])}")
     say("  child code of the replaced part:")
     for line in (report.get("replaced_code") or "").splitlines():
         say(f"    {line}", highlight=False, markup=False)

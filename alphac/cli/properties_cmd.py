@@ -21,13 +21,13 @@ from alphac.cli.common import (
     console,
     err_console,
     handles_user_errors,
-    human,
     load_traced,
     print_diagnostics,
     print_json,
 )
 from alphac.diagnostics import collect
 from alphac.errors import CheckError, UserError
+from alphac.units import format_count
 
 BlockOpt = Annotated[
     str | None,
@@ -219,8 +219,11 @@ def _print_tables(report: dict[str, Any], check: bool) -> None:
         table.add_row("outputs", _shape_text(b["outputs"]))
         table.add_row("depth", ", ".join(f"{k}: {v}" for k, v in b["depth"].items()) or "-")
         table.add_row("mixing", _mixing_text(b["mixing"], b["inputs"], b["outputs"]))
-        table.add_row("params", f"{b['params_expr']} = {human(b['params'])} ({b['params']:,})")
-        table.add_row("FLOPs", f"{b['flops_expr']} = {human(b['flops'])} ({b['flops']:,})")
+        table.add_row("params",
+                      f"{b['params_expr']} = {format_count(b['params'])} ({b['params']:,})")
+        batch = b["bindings"].get("B")
+        table.add_row("FLOPs" + (f" (example batch of {batch})" if batch else " (example input)"),
+                      f"{b['flops_expr']} = {format_count(b['flops'])} ({b['flops']:,})")
         if check:
             table.add_row("check", "agrees with the Jacobian" if not b["check"]
                           else f"[red]{len(b['check'])} disagreements[/]")

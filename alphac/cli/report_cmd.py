@@ -6,12 +6,9 @@ import functools
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 
-from alphac.cli.common import JsonOpt, console, err_console, handles_user_errors, human, print_json
+from alphac.cli.common import JsonOpt, console, err_console, handles_user_errors, print_json
+from alphac.cli.pareto import accuracy_text, cost_text, pareto_table, print_table
 
 RunDirArg = Annotated[
     str,
@@ -20,10 +17,8 @@ RunDirArg = Annotated[
 ]
 PlotOpt = Annotated[
     bool,
-    typer.Option("--plot/--no-plot", help="Write RUN_DIR/pareto.png (needs matplotlib: "
-                 'pip install "alphac\\[plot]").'),
+    typer.Option("--plot/--no-plot", help="Draw RUN_DIR/pareto.png (again: the search draws it)."),
 ]
-_DASH = "-"
 
 
 @handles_user_errors
@@ -45,7 +40,7 @@ def report(run_dir: RunDirArg, json_output: JsonOpt = False, plot: PlotOpt = Tru
         print_json(_json(run, table, steps, plotted))
         return
     _print_header(run)
-    _print_table(_table(table))
+    print_table(pareto_table(table, run.objective))
     _print_best(run, table)
     _print_lineage(steps)
     if plotted is not None:
@@ -83,62 +78,6 @@ def _print_header(run: Any) -> None:
                       markup=False)
 
 
-def _percent(change: float) -> str:
-    return f"{100 * change:+.1f}%" if abs(change) < 0.095 else f"{100 * change:+.0f}%"
-
-
-def _cost(value: Any, change: float | None) -> str:
-    if value is None:
-        return _DASH
-    text = human(value) if isinstance(value, int) else f"{value:.2f}"
-    return text if change is None else f"{text} ({_percent(change)})"
-
-
-def _accuracy(value: float | None, points: float | None, unit: str = "") -> str:
-    if value is None:
-        return _DASH
-    text = f"{100 * value:.2f}{unit}"
-    return text if points is None else f"{text} ({points:+.2f})"
-
-
-def _role(row: Any) -> str:
-    # The best model is on the front by construction, so "best" says both.
-    words = ["seed"] if row.is_seed else []
-    words += ["best"] if row.is_best else ([] if row.is_seed or not row.on_front else ["front"])
-    return ", ".join(words)
-
-
-def _table(rows: list) -> Table:
-    """Seed first; changes against it in brackets (cost in %, accuracy in points)."""
-    with_latency = any(row.latency_ms is not None for row in rows)  # measured for latency only
-    table = Table(title="the seed and the Pareto front, retrained with the final recipe",
-                  title_justify="left", box=box.SIMPLE_HEAD)
-    for name in ("id", "model", "params", "FLOPs", *(("latency ms",) if with_latency else ()),
-                 "val acc %", "test acc %"):
-        table.add_column(name, justify="left" if name == "model" else "right")
-    for row in rows:
-        plain = row.is_seed  # the seed's own changes are all zero: shown as plain values
-        cells = [f"#{row.id}", _role(row),
-                 _cost(row.params, None if plain else row.params_change),
-                 _cost(row.flops, None if plain else row.flops_change)]
-        if with_latency:
-            cells.append(_cost(row.latency_ms, None if plain else row.latency_change))
-        cells += [_accuracy(row.val_accuracy, None if plain else row.val_points),
-                  _accuracy(row.test_accuracy, None if plain else row.test_points)]
-        table.add_row(*cells, style="bold" if row.is_best else None)
-    return table
-
-
-def _print_table(table: Table) -> None:
-    # Into a log or a pipe, print at the table's natural width rather than rich's default of 80
-    # columns (which a print cannot exceed), so no cell wraps; a terminal keeps its own width.
-    out = console
-    if not console.is_terminal:
-        needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
-        out = Console(file=console.file, width=max(console.width, needed))
-    out.print(table)
-
-
 def _print_best(run: Any, rows: list) -> None:
     best = next(row for row in rows if row.is_best) if any(r.is_best for r in rows) else None
     where = run.best_model_path
@@ -146,8 +85,9 @@ def _print_best(run: Any, rows: list) -> None:
         console.print(f"best: the seed #{run.seed_model['id']} (no cheaper model within the "
                       f"accuracy constraint) -> {where}", highlight=False, soft_wrap=True)
         return
-    console.print(f"[bold]best: #{best.id}[/], params {_cost(best.params, best.params_change)}, "
-                  f"test {_accuracy(best.test_accuracy, best.test_points, '%')} -> {where}",
+    params = cost_text(best.params, best.params_change)
+    test = accuracy_text(best.test_accuracy, best.test_points, "%")
+    console.print(f"[bold]best: #{best.id}[/], params {params}, test {test} -> {where}",
                   highlight=False, soft_wrap=True)
 
 
@@ -155,7 +95,7 @@ def _print_lineage(steps: list) -> None:
     say = functools.partial(console.print, highlight=False, soft_wrap=True, markup=False)
     say(f"lineage of the best model #{steps[-1].id} ({len(steps) - 1} mutations from the seed):")
     for step in steps:
-        val = _accuracy(step.val_accuracy, None, "%")
+        val = accuracy_text(step.val_accuracy, None, "%")
         if step.kind is None:
             say(f"  #{step.id} seed, proxy val {val}")
             continue
@@ -163,9 +103,10 @@ def _print_lineage(steps: list) -> None:
         block_type = step.block_type or "no block"
         also = f", also in {', '.join(step.instances[1:])}" if len(step.instances) > 1 else ""
         say(f"  #{step.id} <- #{step.parent}: {step.kind} of {where} ({block_type}{also}), "
-            f"params {_cost(step.params_before, None)} -> "
-            f"{_cost(step.params_after, None)}, FLOPs {_cost(step.flops_before, None)} -> "
-            f"{_cost(step.flops_after, None)}, proxy val {val}")
+            f"params {cost_text(step.params_before, None)} -> "
+            f"{cost_text(step.params_after, None)}, FLOPs per image "
+            f"{cost_text(step.flops_before, None)} -> "
+            f"{cost_text(step.flops_after, None)}, proxy val {val}")
         _print_change(say, step)
 
 

@@ -17,10 +17,10 @@ from alphac.cli.common import (
     console,
     err_console,
     handles_user_errors,
-    human,
     load_traced,
     print_json,
 )
+from alphac.units import format_count, parse_duration
 
 
 def run_training(
@@ -31,7 +31,6 @@ def run_training(
     """Load, trace, train and evaluate MODEL; the JSON-ready result of `alphac train`."""
     from alphac.passes.analysis.cost import model_cost
     from alphac.runtime.device import resolve_device
-    from alphac.runtime.recipe import parse_duration
     from alphac.runtime.targets import get_target
     from alphac.runtime.train import TrainingDiverged, load_task_data, train_and_evaluate
 
@@ -90,8 +89,8 @@ def train(
                                                  show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Train this many steps.",
                                               show_default=False)] = None,
-    budget: Annotated[str | None, typer.Option("--budget", help="Wall-time budget: 90s, 5m, 1h.",
-                                               show_default=False)] = None,
+    budget: Annotated[str | None, typer.Option(
+        "--budget", help="Wall-time budget: 90s, 5m, 1h, 1h30m.", show_default=False)] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     subset: Annotated[int | None, typer.Option("--subset", help="Train on only N images (the "
@@ -126,8 +125,8 @@ def train(
     table = Table(title=f"{model} on {result['target']}", show_header=False)
     for key in ("val_accuracy", "test_accuracy"):
         table.add_row(key.replace("_", " "), f"{100 * result[key]:.2f}%")
-    table.add_row("params", f"{human(result['params'])} ({result['params']:,})")
-    table.add_row("FLOPs/sample", human(result["flops"]))
+    table.add_row("params", f"{format_count(result['params'])} ({result['params']:,})")
+    table.add_row("FLOPs (per image)", format_count(result["flops"]))
     table.add_row("steps / epochs", f"{result['steps']} / {result['epochs']:.2f}")
     table.add_row("training time", f"{result['seconds']:.1f} s on {result['device']}")
     table.add_row("throughput", f"{result['images_per_second']:.0f} images/s")

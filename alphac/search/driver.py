@@ -532,21 +532,8 @@ class _Search:
                 self.record(result)
 
 
-def parse_duration(text: str) -> float:
-    """``"30m"`` -> 1800.0; also ``90s``, ``2h``, ``1h30m``, ``45`` (seconds), ``1.5h``."""
-    import re
-
-    cleaned = text.strip().lower().replace(" ", "")
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?",
-                         cleaned)
-    if not cleaned or parts is None or not any(parts.groups()):
-        raise UserError(f"--budget {text!r} is not a duration",
-                        hint="write it like 90s, 30m, 2h or 1h30m")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
-    total = 3600 * hours + 60 * minutes + seconds
-    if total <= 0:
-        raise UserError(f"--budget {text!r} must be longer than zero", hint="e.g. --budget 30m")
-    return total
+# One grammar for every --budget (optimize, train, the API): kept importable from here.
+from alphac.units import parse_duration as parse_duration  # noqa: E402
 
 
 def _identity(traced: TracedModel, model: Any, target: str) -> dict[str, Any]:

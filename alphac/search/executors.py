@@ -56,8 +56,6 @@ class Executor(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
-_DATA: dict[str, Any] = {}
-
 
 def default_workers(device: str = "auto", cores_per_worker: int = 2) -> int:
     """One worker per GPU, else one per ``cores_per_worker`` CPU cores (at least one)."""
@@ -80,12 +78,16 @@ def _init_worker(target: str, recipe: dict[str, Any], seed: int, data_dir: str |
                  device: str, threads: int) -> None:
     import torch
 
+    from alphac.runtime.train import worker_task_data
+
     torch.set_num_threads(threads)
-    _DATA["data"] = _load(target, recipe, seed, data_dir, device)
+    worker_task_data(target, recipe, seed, data_dir, device)  # now, before the first candidate
 
 
-def _run(task: CandidateTask) -> CandidateResult:
-    return evaluate_candidate(task, _DATA.get("data"))
+def _run(task: CandidateTask, settings: tuple) -> CandidateResult:
+    from alphac.runtime.train import worker_task_data
+
+    return evaluate_candidate(task, worker_task_data(*settings))
 
 
 class InlineExecutor:
@@ -141,10 +143,10 @@ class LocalExecutor:
 
     def submit(self, task: CandidateTask) -> None:
         try:
-            future = self._pool.submit(_run, task)
+            future = self._pool.submit(_run, task, self._args[:-1])
         except BrokenProcessPool:
             self._pool = self._new_pool()
-            future = self._pool.submit(_run, task)
+            future = self._pool.submit(_run, task, self._args[:-1])
         self._futures[future] = task
 
     def results(self, timeout: float | None = None) -> Iterator[CandidateResult]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alphac.errors import UserError
+from alphac.units import format_count
 
 __all__ = ["OBJECTIVES", "Measured", "Objective", "UnknownObjectiveError", "get_objective",
            "row_cost"]
@@ -59,14 +60,7 @@ class Objective:
             return "-"
         if self.format is not None:
             return self.format(value)
-        return _human(value)
-
-
-def _human(value: float) -> str:
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.2f}{suffix}"
-    return f"{value:g}"
+        return format_count(value)
 
 
 OBJECTIVES: dict[str, Objective] = {

@@ -5,8 +5,9 @@ Same interface as :mod:`alphac.search.executors` (``workers``, ``running``, ``su
 :class:`~alphac.search.candidate.CandidateTask` (plain data: code text, a weights path, numbers)
 and returns the :class:`~alphac.search.candidate.CandidateResult` (plain data); no GraphModule is
 ever pickled. Ray reuses worker processes, so a worker loads the target's data once and keeps it
-(:data:`_DATA`). A task whose worker or node dies comes back ``lost`` (the search re-queues it);
-Ray's own retries are off so a candidate that kills its worker is not run four times.
+(:func:`alphac.runtime.train.worker_task_data`, as a local worker does). A task whose worker or
+node dies comes back ``lost`` (the search re-queues it); Ray's own retries are off so a candidate
+that kills its worker is not run four times.
 
 ``address=None`` starts a local Ray (stopped by :meth:`RayExecutor.close`); an address such as
 ``"10.0.0.5:6379"``, ``"ray://head:10001"`` or ``"auto"`` connects to a running cluster (left
@@ -35,9 +36,6 @@ from alphac.search.executors import LOST
 
 __all__ = ["RayClusterUnreachable", "RayExecutor", "RayNotInstalled"]
 
-#: The data a Ray worker process loaded, by (target, subset, val_fraction, seed, data_dir,
-#: device); one entry, so a worker that serves two searches does not keep both datasets.
-_DATA: dict[tuple, Any] = {}
 _PROBE_SECONDS = 5.0
 
 
@@ -112,31 +110,14 @@ def _task_resources(ray: Any, workers: int, device: str, num_cpus: float | None,
     return float(num_cpus), float(num_gpus)
 
 
-def _worker_data(target: str, recipe: dict[str, Any], seed: int, data_dir: str | None,
-                 device: str) -> Any:
-    """The target's data, loaded once per worker process; None (the candidate then loads it
-    and reports why that failed) where loading fails."""
-    from alphac.runtime.recipe import Recipe
-    from alphac.runtime.train import load_task_data
-
-    key = (target, recipe.get("subset"), recipe.get("val_fraction"), seed, data_dir, device)
-    if key not in _DATA:
-        try:
-            data = load_task_data(target, Recipe(**recipe), seed=seed, data_dir=data_dir,
-                                  device=device)
-        except Exception:  # noqa: BLE001 - evaluate_candidate retries and reports the reason
-            return None
-        _DATA.clear()
-        _DATA[key] = data
-    return _DATA[key]
-
-
 def _evaluate_on_worker(task: CandidateTask, settings: tuple, threads: int) -> CandidateResult:
     """The body of the Ray task (the remote function is made from it lazily)."""
     import torch
 
+    from alphac.runtime.train import worker_task_data
+
     torch.set_num_threads(threads)
-    return evaluate_candidate(task, _worker_data(*settings))
+    return evaluate_candidate(task, worker_task_data(*settings))
 
 
 def _is_lost(ray: Any, exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from alphac.cli import app
+from alphac.units import format_count
 
 runner = CliRunner()
 ALPHAC = [sys.executable, "-m", "alphac"]
@@ -147,3 +148,66 @@ def test_inspect_reports_ops_without_exact_rules_once(model_file):
     assert result.stderr.count("'cumsum'") == 1
     assert "UserWarning" not in result.stderr and "Warning" not in result.stdout
     assert [b["path"] for b in info["blocks"]] == ["body.0", "body.1", "body.2", "body.3"]
+
+
+SIXTEEN_SCORES = """
+from torch import nn
+
+
+def build_model():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, {classes}))
+"""
+
+
+def _scores_model(tmp_path: Path, classes: int) -> str:
+    path = tmp_path / f"scores_{classes}.py"
+    path.write_text(SIXTEEN_SCORES.format(classes=classes))
+    return str(path)
+
+
+def test_inspect_warns_when_the_output_does_not_fit_the_target(tmp_path):
+    model = _scores_model(tmp_path, 16)
+    result = runner.invoke(app, ["inspect", model, "--target", "cifar10"])
+    assert result.exit_code == 0, result.output  # inspect still shows what it sees
+    text = " ".join(result.stderr.split())
+    assert text.startswith(f"warning: {model} outputs a tensor of shape 2x16, but target "
+                           "cifar10 needs (batch, 10): 16 scores per image for 10 classes"), text
+    assert "hint: make its last layer produce 10 outputs" in text
+    assert "nn.Linear(..., 10)" in text and "num_classes=10" in text
+    assert "frontend" in result.stdout and "warning" not in result.stdout
+    # the same check as optimize's: the message is the one optimize refuses the model with
+    refused = runner.invoke(app, ["optimize", model, "--target", "cifar10", "--candidates", "1",
+                                  "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 3
+    refusal = " ".join(refused.stderr.split()).removeprefix("error: ")
+    assert refusal.split(" hint: ")[0] in text
+
+
+def test_inspect_json_stays_pure_and_names_a_target_that_fits(tmp_path):
+    result = runner.invoke(app, ["inspect", _scores_model(tmp_path, 100), "--target", "cifar10",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output_shape"] == [2, 100]
+    assert "100 scores per image for 10 classes" in result.stderr
+    assert "or use --target cifar100" in " ".join(result.stderr.split())
+
+
+def test_inspect_says_nothing_of_an_output_that_fits(tmp_path):
+    result = runner.invoke(app, ["inspect", _scores_model(tmp_path, 10), "--target", "cifar10"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+
+
+def test_inspect_labels_flops_per_image_and_per_example_batch():
+    result = runner.invoke(app, ["inspect", "zoo:small_cnn", "--target", "fashion-mnist",
+                                 "--input-shape", "4x1x28x28"])
+    assert result.exit_code == 0, result.output
+    info = run_json("inspect", "zoo:small_cnn", "--target", "fashion-mnist", "--input-shape",
+                    "4x1x28x28")
+    assert info["flops"] == 4 * info["flops_per_sample"]
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in result.stdout.splitlines() if line.count("│") == 3}
+    assert rows["FLOPs (per image)"] == format_count(info["flops_per_sample"]) == "43.81M"
+    assert rows["FLOPs (example batch of 4)"] == format_count(info["flops"])
+    assert "at this input" not in result.stdout and "/sample" not in result.stdout

@@ -6,16 +6,12 @@ import io
 
 from rich.console import Console
 
-from alphac.cli.live import SearchView, duration
+from alphac.cli.live import SearchView
 
 PROGRESS = {"trained": 3, "total": 8, "running": 1, "failed": 1, "synthesis_failed": 1,
             "promotions": 2, "pareto": 2, "elapsed_s": 75.0, "budget_s": 600.0, "eta_s": 130.0,
             "objective": "params", "seed": {"val_accuracy": 0.80, "cost": 1000.0},
             "best": {"id": 4, "val_accuracy": 0.805, "cost": 400.0}}
-
-
-def test_durations_read_like_a_clock():
-    assert [duration(s) for s in (5, 93, 3600 + 120, None)] == ["5s", "1m33s", "1h02m", "?"]
 
 
 def test_a_log_gets_one_line_per_event_and_no_panel():

@@ -31,7 +31,7 @@ def test_train_small_cnn_on_real_fashion_mnist_json():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--budget", "abc"], "cannot read the time budget 'abc'"),
+        (["--budget", "abc"], "--budget 'abc' is not a duration"),
         (["--subset", "0"], "subset must be a positive"),
         (["--steps", "5", "--budget", "5m"], "give one budget"),
         (["--device", "tpu"], "unknown device"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from alphac.errors import UserError
+from alphac.errors import InvalidDurationError, UserError
 from alphac.modes import is_training
 from alphac.runtime.device import resolve_device
 from alphac.runtime.measure import measure_speed
@@ -21,16 +22,16 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("5m", 300), ("1h", 3600), ("2.5m", 150),
-                                          ("45", 45), (" 10 min ", 600)])
+                                          ("45", 45), (" 10 min ", 600), ("1h30m", 5400)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["abc", "", "0s", "-5m", "5d", "m"])
 def test_bad_durations_are_user_errors(text):
-    with pytest.raises(InvalidRecipeError, match="time budget") as info:
+    with pytest.raises(InvalidDurationError, match=f"--budget {re.escape(repr(text))}") as info:
         parse_duration(text)
-    assert "90s" in info.value.hint
+    assert "90s" in info.value.hint and "1h30m" in info.value.hint
 
 
 def test_recipe_rejects_bad_values_and_conflicting_budgets():

@@ -16,13 +16,7 @@ from alphac.codegen import generate_code
 from alphac.frontends import load
 from alphac.search.candidate import CandidateTask
 from alphac.search.executors import LOST
-from alphac.search.ray_executor import (
-    _DATA,
-    RayClusterUnreachable,
-    RayExecutor,
-    RayNotInstalled,
-    _worker_data,
-)
+from alphac.search.ray_executor import RayClusterUnreachable, RayExecutor, RayNotInstalled
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed: pip install "alphac[ray]"')
 
@@ -83,14 +77,6 @@ def test_a_dead_worker_comes_back_lost_and_the_executor_goes_on(local_ray: Any,
         got = _drain(ex)
     assert got[4].status == "done" and got[4].val_accuracy > 0
     assert got[5].status == "failed" and "ValueError: no such layer" in got[5].reason
-
-
-def test_a_worker_keeps_one_dataset_and_reuses_it() -> None:
-    settings = ("fashion-mnist", RECIPE, 0, None, "cpu")
-    first = _worker_data(*settings)
-    assert first is not None and _worker_data(*settings) is first
-    other = _worker_data("fashion-mnist", RECIPE, 1, None, "cpu")  # another split
-    assert other is not first and len(_DATA) == 1
 
 
 def test_an_unreachable_address_fails_fast_and_says_what_to_do(monkeypatch) -> None:
