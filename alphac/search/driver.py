@@ -879,7 +879,8 @@ def _report(search: _Search, rows: list[ModelRow], timing: dict[str, Any]) -> Ru
 
 
 def _plot(run_dir: Path) -> None:
-    """``pareto.png`` where matplotlib is installed (the optional ``plot`` extra)."""
+    """``pareto.png`` (matplotlib is a dependency; a broken install loses the plot, not the
+    run)."""
     from alphac.search.report import PlotUnavailableError, plot_pareto
 
     try:

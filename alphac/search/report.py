@@ -359,7 +359,7 @@ def plot_pareto(run: str | os.PathLike[str] | RunResult, out_path: str | os.Path
     is replaced atomically by a plot of every finished individual (grey, the search's proxy
     accuracy), the proxy Pareto front (a line), the seed (a star), the retrained front (the
     report's final validation accuracy) and the best model's lineage (arrows from the seed).
-    Raises PlotUnavailableError without matplotlib (``pip install "alphac[plot]"``) or when the
+    Raises PlotUnavailableError without matplotlib (a dependency of alphac) or when the
     file cannot be written.
     """
     run = run if isinstance(run, RunResult) else load_run(run)
@@ -379,7 +379,8 @@ def _matplotlib() -> tuple[Any, Any]:
         from matplotlib.figure import Figure
     except ImportError:
         raise PlotUnavailableError("cannot draw pareto.png: matplotlib is not installed",
-                                   hint='pip install "alphac[plot]"') from None
+                                   hint="it is a dependency of alphac: pip install matplotlib"
+                                   ) from None
     return Figure, FigureCanvasAgg
 
 
