@@ -54,7 +54,11 @@ from alphac.passes.transform.gates import (
     gate_runs,
     model_fingerprint,
 )
-from alphac.passes.transform.keep_weights import aligned_chains, channel_plan
+from alphac.passes.transform.keep_weights import (
+    aligned_chains,
+    channel_plan,
+    start_fresh_near_identity,
+)
 from alphac.passes.transform.mutate_properties import Targets, mutate_properties
 from alphac.passes.transform.random_edit import random_edit
 from alphac.passes.transform.select_subgraph import select_subgraph, whole_model_region
@@ -310,6 +314,7 @@ def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis
         torch.manual_seed(seed)
         plan = _splice_each(child, rw, applied, result, made)
     rw.commit()
+    start_fresh_near_identity(child, parent.gm)  # fresh convs pass channels, not shrink them
     _annotate(child, parent.example_inputs)
     parts = [spliced_part(child, old, list(p.nodes), list(p.outputs)) for old, p in made]
     return child, parts, tuple(plan)

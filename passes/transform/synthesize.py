@@ -11,8 +11,10 @@ that type, where candidates that tie on distance count once, as the cheapest. A 
 length ``n`` gets ``max(1, n-2) .. n+2`` ops and stops once satisfied (continuing with
 probability 0.2 while there is room). Then concretization tries the wider grid (kernel, stride,
 groups, dilation, pool window, norm groups) in random order per op, keeping the first value that
-still satisfies every target, and with probability 0.2 one operand branch of an add/mul is dropped
-when the targets still hold. The whole program is re-verified in every context at the end.
+still satisfies every target; a chain that replaced a normalising chain and holds no norm gets
+its norm back where the old chain had it (:func:`restored_norms`, alphac's addition: the child
+keeps the parent's trained norm); and with probability 0.2 one operand branch of an add/mul is
+dropped when the targets still hold. The whole program is re-verified in every context at the end.
 
 ``strategy="enumerate"`` is the baseline that draws ops uniformly (random-order enumeration) but
 still requires the targets. Attempts retry with fresh seeds within a wall-clock budget; giving up
@@ -59,8 +61,8 @@ from alphac.passes.transform.vocabulary import (
     vocabulary,
 )
 
-__all__ = ["Problem", "Slot", "Synthesis", "SynthesisConfig", "chain_slots", "slot_shape_distance",
-           "slot_specs", "synthesize"]
+__all__ = ["Problem", "Slot", "Synthesis", "SynthesisConfig", "chain_slots", "restored_norms",
+           "slot_shape_distance", "slot_specs", "synthesize"]
 
 _SHAPE = ShapeProperty()
 _INF = float("inf")
@@ -93,6 +95,10 @@ class SynthesisConfig:
     #: The probability that concretization tries the wider grid on an op (else it keeps the
     #: vocabulary's plain kernel 1/3, stride 1, groups 1, dilation 1).
     concretize_p: float = 0.3
+    #: Put a replaced chain's normalisation back where the synthesized chain has none (alphac,
+    #: beyond the reference; :func:`restored_norms`), so the child keeps its parent's trained
+    #: norm and its fine-tune starts from normalised activations.
+    restore_norms: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in ("property", "enumerate"):
@@ -381,6 +387,56 @@ def _drop_branch(search: _Search, replacements: Mapping[Chain, Sequence[OpSpec]]
     return (value, keep) if all(sum(p.values()) == 0 for p in parts) else None
 
 
+def restored_norms(slot: Slot, old: Sequence[OpSpec], new: Sequence[Template]
+                   ) -> tuple[Template, ...] | None:
+    """``new`` with the norms of the replaced chain ``old`` put back, or None when ``new``
+    holds a norm or no conv/linear (then dropping the norm is the edit itself), ``old`` no
+    norm, or the slot's vocabulary no such norm.
+
+    A norm of ``old`` before its first conv/linear (it normalised the chain's input) goes
+    first; one after a conv/linear (it normalised that op's output) goes after the last
+    conv/linear of ``new``. Example: ``bn relu`` replaced by ``relu conv3x3 relu conv3x3``
+    gives ``bn relu conv3x3 relu conv3x3``; ``conv bn relu`` replaced by ``conv1x1 gelu``
+    gives ``conv1x1 bn gelu``. Norms are linear and elementwise at inference, so the chain
+    loses no depth or mixing (a lower bound); the caller re-scores it all the same.
+    """
+    last = max((i for i, t in enumerate(new) if t.resizes), default=None)
+    if last is None or any(t.family == "norm" for t in new):
+        return None
+    resizing = [i for i, s in enumerate(old) if s.kind in ("conv", "linear")]
+    norms = [(i, s) for i, s in enumerate(old) if s.kind in ("batch_norm", "layer_norm",
+                                                              "group_norm")]
+    lead = next((s for i, s in norms if not resizing or i < resizing[0]), None)
+    trail = next((s for i, s in reversed(norms) if resizing and i > resizing[0]), None)
+    chain = list(new)
+    for spec, at in ((trail, last + 1), (lead, 0)):
+        template = _norm_template(slot, spec) if spec is not None else None
+        if template is not None:
+            chain.insert(at, template)
+    return tuple(chain) if len(chain) > len(new) else None
+
+
+def _norm_template(slot: Slot, spec: OpSpec) -> Template | None:
+    """The vocabulary norm of ``spec``'s kind (a group norm with its group count)."""
+    found = next((t for t in slot.vocab if t.kind == spec.kind), None)
+    if found is not None and spec.kind == "group_norm":
+        found = replace(found, groups=spec.get("num_groups"))
+    return found
+
+
+def _restore_norms(search: _Search, assignment: dict[int, tuple[Template, ...]]) -> None:
+    """:func:`restored_norms` for every chain, kept where every target still holds and the
+    chain does not become the replaced one (the child must be a different function)."""
+    program, contexts = search.problem.program, search.problem.contexts
+    for index in sorted(assignment):
+        slot = search.slots[index]
+        old = tuple(program.ops[k].spec for k in slot.chain.ops)
+        chain = restored_norms(slot, old, assignment[index])
+        if (chain is not None and slot_specs(slot, chain, contexts[:1]) != old
+                and _score(search, {**assignment, index: chain})[0] == 0):
+            assignment[index] = chain
+
+
 def _attempt(search: _Search) -> Synthesis | None:
     assignment: dict[int, tuple[Template, ...]] = {}
     for index in range(len(search.slots)):
@@ -388,6 +444,8 @@ def _attempt(search: _Search) -> Synthesis | None:
     if _score(search, assignment)[0] != 0:
         return None
     _concretize(search, assignment)
+    if search.config.restore_norms:
+        _restore_norms(search, assignment)
     contexts = search.problem.contexts
     made = []
     for i in sorted(assignment):

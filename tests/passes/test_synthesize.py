@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from types import SimpleNamespace
 
 import pytest
 import sympy
@@ -20,7 +21,12 @@ from alphac.passes.analysis.shape import TensorShape
 from alphac.passes.transform.chains import chains, drop_operand, pruned, with_chains
 from alphac.passes.transform.mutate_properties import Targets, distances, mutate_properties
 from alphac.passes.transform.random_edit import random_edit, template_of
-from alphac.passes.transform.synthesize import Problem, SynthesisConfig, synthesize
+from alphac.passes.transform.synthesize import (
+    Problem,
+    SynthesisConfig,
+    restored_norms,
+    synthesize,
+)
 from alphac.passes.transform.vocabulary import Template, chain_specs, fit_width, vocabulary
 
 B, C, H, W = sympy.symbols("B C H W", integer=True, positive=True)
@@ -261,3 +267,51 @@ def test_a_scalar_operand_of_a_mul_is_never_the_branch_kept(traced) -> None:
             continue
         assert distances(same, infer(result.program, ctx)) == {"shape": 0, "depth": 0,
                                                                "mixing": 0}
+
+
+# ---- norms put back (issue #17) -----------------------------------------------------------------
+def _bn(width) -> OpSpec:
+    return OpSpec.of("batch_norm", num_features=width, affine=True, bias=True,
+                     running_stats=True, batch_stats=False, eps=1e-5, momentum=0.1)
+
+
+def test_a_norm_goes_back_where_the_replaced_chain_had_it() -> None:
+    slot = SimpleNamespace(vocab=vocabulary("NCHW", 4, 32))
+    relu, conv3, conv1 = Template("relu"), Template("conv", kernel=3), Template("conv")
+    kinds = lambda chain: [t.kind for t in chain]  # noqa: E731
+    lead = restored_norms(slot, (_bn(C), OpSpec.of("relu")), (relu, conv3, relu, conv3))
+    assert kinds(lead) == ["batch_norm", "relu", "conv", "relu", "conv"]
+    trail = restored_norms(slot, (conv_spec(3, C, C), _bn(C), OpSpec.of("relu")),
+                           (conv1, Template("gelu"), conv3, Template("gelu")))
+    assert kinds(trail) == ["conv", "gelu", "conv", "batch_norm", "gelu"]
+    gn = OpSpec.of("group_norm", num_groups=8, num_channels=C, affine=True, bias=True, eps=1e-5)
+    assert restored_norms(slot, (conv_spec(3, C, C), gn), (conv1,))[1].groups == 8
+    # nothing to put back: the chain normalises already, has no conv, or nothing normalised
+    assert restored_norms(slot, (_bn(C),), (conv1, Template("batch_norm"))) is None
+    assert restored_norms(slot, (_bn(C), OpSpec.of("relu")), (relu, relu)) is None
+    assert restored_norms(slot, (conv_spec(3, C, C),), (conv1,)) is None
+
+
+def test_a_normalising_chain_rebuilt_with_convs_keeps_its_norm(zoo_model) -> None:
+    """small_cnn's ``conv bn`` resynthesized: every chain that holds a conv holds a norm (but
+    the old conv alone: its norm back would make the parent again) and meets its targets;
+    without putting norms back other chains have none too (as in issue #17's child:
+    unnormalised fresh convs, a fine-tune stuck at chance)."""
+    t = zoo_model("small_cnn")
+    program, ctx = lift(t.gm, Subgraph.from_nodes(t.gm, ["features_1_conv", "features_1_bn"]),
+                        AnalysisManager())
+    old_conv = program.ops[chains(program)[0].ops[0]].spec
+    bare = {True: 0, False: 0}
+    for restore in (True, False):
+        for seed in range(8):
+            problem, targets = _problem(program, ctx, seed)
+            try:
+                result = synthesize(problem, random.Random(seed),
+                                    SynthesisConfig(restore_norms=restore))
+            except SynthesisFailed:
+                continue
+            _, chain, specs = result.chains[0]
+            assert set(distances(targets, infer(result.program, ctx)).values()) == {0}
+            bare[restore] += (any(t.kind == "conv" for t in chain) and specs != (old_conv,)
+                              and not any(t.family == "norm" for t in chain))
+    assert bare[True] == 0 and bare[False] > 0, bare
