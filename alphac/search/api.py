@@ -70,7 +70,7 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
     return proxy, final, seed
 
 
-def optimize(model: Any, *, on_event: Callable[[str, dict], None] | None = None,
+def optimize(model: Any, *, on_event: Callable[..., Any] | None = None,
              **options: Any) -> RunResult:
     """Search for models as accurate as ``model`` and cheaper; see `alphac optimize --help`.
 

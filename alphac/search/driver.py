@@ -19,22 +19,20 @@ nothing from the run directory is executed. At the end the Pareto-optimal indivi
 and evaluated once on the test split; ``best`` is the cheapest within ``max_accuracy_drop``
 points of the seed.
 
-Run directory: ``journal.sqlite``, ``candidates/NNNNNN/{model.py,weights.pt,trained.pt,
-trained-rN.pt}``, ``pareto/NNNNNN/{model.py,weights.pt,model.pt2}``, ``best/`` (the same three),
-``report.json``, ``history.csv``, ``pareto.png``.
+The pieces around the loop live apart: the run directory's paths in
+:mod:`alphac.search.layout`, what to train next in :mod:`alphac.search.schedule`, time in
+:mod:`alphac.search.budget`, the watcher's typed events in :mod:`alphac.search.events`, the final
+retraining and the report in :mod:`alphac.search.final`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
-import shutil
-import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -54,11 +52,25 @@ from alphac.runtime.targets import get_target
 from alphac.search import faults
 from alphac.search.budget import Budget, scaled
 from alphac.search.candidate import CandidateResult, CandidateTask
+from alphac.search.events import (
+    Event,
+    FailedEvent,
+    Point,
+    Progress,
+    Promoted,
+    ReferenceTrained,
+    Retried,
+    Started,
+    Trained,
+    listener,
+)
 from alphac.search.executors import LOST, Executor, InlineExecutor, LocalExecutor
+from alphac.search.final import finish
 from alphac.search.journal import Journal
-from alphac.search.objectives import OBJECTIVES, Measured, get_objective, row_cost
+from alphac.search.layout import RunLayout
+from alphac.search.objectives import OBJECTIVES, Measured, get_objective
 from alphac.search.options import defaults, names
-from alphac.search.results import ModelRow, RunResult
+from alphac.search.results import RunResult
 from alphac.search.schedule import PROPOSERS, Member, next_promotion, next_reference, score
 from alphac.search.selection import Candidate, best_within, pareto_front
 
@@ -156,10 +168,17 @@ SearchResult = RunResult
 
 
 class _Search:
+    """One session of a search: its members, the seed's references, and the loop that keeps
+    every worker busy. Files are named by :class:`~alphac.search.layout.RunLayout`, jobs are
+    chosen by :mod:`alphac.search.schedule`, time by :class:`~alphac.search.budget.Budget`,
+    and every step is journalled and told to the watcher as a typed event
+    (:mod:`alphac.search.events`)."""
+
     def __init__(self, traced: TracedModel, journal: Journal, settings: SearchSettings,
-                 run_dir: Path, on_event: Callable[[str, dict], None] | None) -> None:
-        self.traced, self.journal, self.s, self.run_dir = traced, journal, settings, run_dir
-        self.say_to = on_event or (lambda kind, info: None)
+                 run_dir: Path, on_event: Callable[..., Any] | None) -> None:
+        self.traced, self.journal, self.s = traced, journal, settings
+        self.layout = RunLayout(Path(run_dir))
+        self.tell = listener(on_event)
         self.members: dict[int, Member] = {}
         #: One manager for every mutation of the search: members' facts and the memo tables
         #: are reused from one child to the next (mutate's results never depend on them).
@@ -179,51 +198,50 @@ class _Search:
         self.refs_stuck = False  # a reference failed: later generations use the deepest one
 
     @property
+    def run_dir(self) -> Path:
+        return self.layout.root
+
+    @property
     def search_seed(self) -> int:
         """Seeds selection, mutation and the children's training (``seed`` unless
         ``search_seed`` is set; ``seed`` alone decides the seed model, its data split and its
         training, so searches with other search seeds share one seed model)."""
         return self.s.seed if self.s.search_seed is None else self.s.search_seed
 
-    def say(self, kind: str, info: dict) -> None:
-        self.say_to(kind, {**info, "progress": self.progress()})
+    def say(self, event: Event) -> None:
+        self.tell(replace(event, progress=self.progress()))
 
     # ---- individuals ------------------------------------------------------------------------
-    def folder(self, ident: int) -> Path:
-        return self.run_dir / "candidates" / f"{ident:06d}"
-
-    def _rel(self, name: str, ident: int) -> str:
-        return f"candidates/{ident:06d}/{name}"
-
-    def _task(self, ident: int, test: bool = False, recipe: dict | None = None,
-              save_to: Path | None = None, weights: Path | None = None,
-              rung: int = 0) -> CandidateTask:
-        folder = self.folder(ident)
+    def task(self, ident: int, test: bool = False, recipe: dict | None = None,
+             save_to: Path | None = None, weights: Path | None = None,
+             rung: int = 0) -> CandidateTask:
+        """The job that trains ``ident`` (by default its first training: the seed's recipe for
+        the seed, the proxy for a child) from ``weights`` (its ``weights.pt``) to ``save_to``
+        (its ``trained.pt``); ``rung`` > 0 continues a promotion, < 0 a seed reference."""
+        folder, seeded = self.layout.candidate(ident), ident == self.seed_id
         return CandidateTask(
             ident, self.code_of(ident), str(weights or folder / "weights.pt"),
-            self.s.target, recipe or (self.s.seed_recipe if ident == self.seed_id and rung == 0
+            self.s.target, recipe or (self.s.seed_recipe if seeded and rung == 0
                                       else self.s.proxy),
-            seed=(self.s.seed if ident == self.seed_id else self.search_seed) + ident
-            + 7919 * rung,
+            seed=(self.s.seed if seeded else self.search_seed) + ident + 7919 * rung,
             device=self.s.device, data_dir=self.s.data_dir, test=test,
             latency=get_objective(self.s.objective).in_worker and rung == 0,
             save_to=str(save_to or folder / "trained.pt"), rung=rung)
 
-    def _reference_task(self, generation: int) -> CandidateTask:
-        """The seed fine-tuned once more, from its ``generation - 1`` reference."""
-        seed = self.seed_id
-        _, previous = self.refs[generation - 1]
-        return self._task(seed, weights=self.run_dir / previous,
-                          save_to=self.run_dir / self._rel(f"reference-{generation}.pt", seed),
-                          rung=-generation)
-
-    def _promotion_task(self, ident: int, rung: int) -> CandidateTask:
-        """Continue ``ident``'s training from rung ``rung - 1`` to ``eta ** rung`` proxies."""
-        member, eta = self.members[ident], self.s.eta
-        recipe = scaled(self.s.proxy, eta ** rung - eta ** (rung - 1))
-        return self._task(ident, recipe=recipe, weights=self.run_dir / member.weights[-1],
-                          save_to=self.run_dir / self._rel(f"trained-r{rung}.pt", ident),
-                          rung=rung)
+    def _job(self, ident: int, rung: int) -> CandidateTask:
+        """The task of job (``ident``, ``rung``): a first training, a promotion from rung
+        ``rung - 1`` to ``eta ** rung`` proxies, or (``rung`` = -g) the seed fine-tuned once
+        more from its reference g - 1."""
+        if rung == 0:
+            return self.task(ident)
+        if rung < 0:
+            start, save = self.refs[-rung - 1][1], self.layout.reference(ident, -rung)
+            return self.task(ident, weights=self.layout.path(start),
+                             save_to=self.layout.path(save), rung=rung)
+        eta = self.s.eta
+        return self.task(ident, recipe=scaled(self.s.proxy, eta ** rung - eta ** (rung - 1)),
+                         weights=self.layout.path(self.members[ident].weights[-1]),
+                         save_to=self.layout.path(self.layout.trained(ident, rung)), rung=rung)
 
     def code_of(self, ident: int) -> str:
         """The individual's model.py text, generated here from its graph (so a resumed run never
@@ -233,23 +251,17 @@ class _Search:
             member.code = generate_code(member.gm)
         return member.code
 
-    def _write(self, ident: int, gm: Any) -> None:
-        folder = self.folder(ident)
-        folder.mkdir(parents=True, exist_ok=True)
-        code = generate_code(gm)
-        if ident in self.members:
-            self.members[ident].code = code
-        (folder / "model.py").write_text(code)
-        torch.save({k: v.detach().clone() for k, v in gm.state_dict().items()},
-                   folder / "weights.pt")
+    def write(self, ident: int) -> None:
+        """``ident``'s model.py and starting weights, in its folder."""
+        self.layout.write(ident, self.code_of(ident), self.members[ident].gm)
 
     def add_seed(self) -> int:
         gm = self.traced.gm
         ident = self.journal.add(None, None, self.s.seed, model_fingerprint(gm),
-                                 self._rel("model.py", 1), self._rel("weights.pt", 1))
+                                 self.layout.rel("model.py", 1), self.layout.rel("weights.pt", 1))
         self.members[ident] = Member(ident, gm, self.traced.blocks)
-        self._write(ident, gm)
         self.seed_id = ident
+        self.write(ident)
         return ident
 
     def spawn(self) -> int | None:
@@ -269,17 +281,17 @@ class _Search:
             self.journal.fail(failed, f"synthesis: {exc.reason}")
             self.synthesis_failures += 1
             self.overhead_s += time.monotonic() - began
-            self.say("failed", {"id": failed, "reason": f"synthesis: {exc.reason}"})
+            self.say(FailedEvent(id=failed, reason=f"synthesis: {exc.reason}"))
             return None
         self.inherit(child.gm, parent.id, child.record.weight_plan)
         made = self.journal.add(parent.id, child.record.as_dict(), seed,
-                                child.record.fingerprint_child, self._rel("model.py", ident),
-                                self._rel("weights.pt", ident))
+                                child.record.fingerprint_child, self.layout.rel("model.py", ident),
+                                self.layout.rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
         self.members[ident] = Member(ident, child.gm, find_blocks(child.gm, None),
                                       generation=parent.generation + 1,
                                       plan=child.record.weight_plan)
-        self._write(ident, child.gm)
+        self.write(ident)
         self.overhead_s += time.monotonic() - began
         return ident
 
@@ -287,7 +299,7 @@ class _Search:
         """``gm`` takes its parent's best-trained weights: by name and shape, and the channels
         the mutation's ``plan`` maps (:func:`alphac.codegen.inherit_weights`)."""
         member = self.members[parent]
-        trained = self.run_dir / member.weights[-1] if member.weights else None
+        trained = self.layout.path(member.weights[-1]) if member.weights else None
         if trained is not None and trained.is_file():
             inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True),
                             plan=plan)
@@ -320,14 +332,10 @@ class _Search:
     def submit(self, ident: int, rung: int = 0) -> None:
         if rung == 0:
             self.journal.start(ident, self.s.executor)
-            task = self._task(ident)
-        elif rung < 0:
-            task = self._reference_task(-rung)
-        else:
-            task = self._promotion_task(ident, rung)
+        task = self._job(ident, rung)
         self.inflight.add((ident, rung))
         self.executor.submit(task)
-        self.say("start", {"id": ident, "rung": rung})
+        self.say(Started(id=ident, rung=rung))
 
     def record(self, result: CandidateResult) -> None:
         began = time.monotonic()
@@ -335,13 +343,13 @@ class _Search:
         self.inflight.discard(key)
         if result.status == LOST and self.retries.get(key, 0) < 1:
             self.retries[key] = self.retries.get(key, 0) + 1
-            self.say("retry", {"id": result.id, "rung": result.rung, "reason": result.reason})
+            self.say(Retried(id=result.id, rung=result.rung, reason=result.reason))
             if result.rung > 0:
                 self.submit(result.id, result.rung)
             elif self.journal.requeue(result.id):
                 self.submit(result.id)
             else:  # the journal failed it: its worker died twice
-                self.say("failed", {"id": result.id, "reason": "worker died twice"})
+                self.say(FailedEvent(id=result.id, reason="worker died twice"))
             return
         if result.rung > 0:
             self._record_promotion(result)
@@ -352,43 +360,41 @@ class _Search:
 
     def _record_trained(self, result: CandidateResult, began: float) -> None:
         """A trial's first training (its proxy; the seed's own recipe) finished or failed."""
-        member = self.members[result.id]
+        member, seeded = self.members[result.id], result.id == self.seed_id
         if result.status == LOST:  # its second attempt died too
             result = replace(result, reason="worker died twice")
         if result.status != "done":
             self.journal.fail(result.id, result.reason or result.status)
-            if result.id == self.seed_id:
+            if seeded:
                 raise TrainingError(
                     f"the seed model could not be trained with the proxy recipe: "
                     f"{result.reason or result.status}",
                     hint="check that the model trains with `alphac train MODEL --target "
                          f"{self.s.target} --steps 20`, or lower --lr")
-            self.say("failed", {"id": result.id, "reason": result.reason})
+            self.say(FailedEvent(id=result.id, reason=result.reason))
             return
         cost = model_cost(member.gm, self.traced.example_inputs)
-        member.accs = [result.val_accuracy]
-        member.weights = [self._rel("trained.pt", result.id)]
+        member.accs, member.weights = [result.val_accuracy], [self.layout.trained(result.id)]
         member.seconds += result.seconds
         values = _measure(Measured(member.gm, cost, result))
         member.cost = values.get(self.s.objective)
-        images = self._images(result)
         self.journal.finish(result.id, params=cost.params, flops=cost.flops_per_sample,
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
                             train_seconds=result.train_seconds or 0.0,
-                            extra={"worker_seconds": result.seconds, "images": images,
+                            extra={"worker_seconds": result.seconds,
+                                   "images": self._images(result),
                                    "generation": member.generation,
                                    "images_per_second": result.metrics.get("images_per_second")},
                             values=values)
-        if result.id == self.seed_id:
+        if seeded:
             self.refs[0] = (result.val_accuracy, member.weights[0])
-        if result.id != self.seed_id:
+        else:
             self.budget.child_seconds.append(result.seconds)
             self.overhead_children += 1
             self.overhead_s += time.monotonic() - began
-        self.say("done", {"id": result.id, "val_accuracy": result.val_accuracy,
-                          "params": cost.params, "flops": cost.flops_per_sample,
-                          "latency_ms": result.latency_ms, "seconds": result.seconds,
-                          "seed": result.id == self.seed_id})
+        self.say(Trained(id=result.id, val_accuracy=result.val_accuracy, params=cost.params,
+                         flops=cost.flops_per_sample, latency_ms=result.latency_ms,
+                         seconds=result.seconds, seed=seeded))
 
     def _images(self, result: CandidateResult) -> int:
         """Training images of a finished job; its seconds per image join the estimate."""
@@ -399,41 +405,37 @@ class _Search:
         return images
 
     def _record_reference(self, result: CandidateResult) -> None:
-        generation = -result.rung
+        generation, done = -result.rung, result.status == "done"
         self._images(result)
-        if result.status == "done":
-            rel = self._rel(f"reference-{generation}.pt", result.id)
-            self.journal.reference(result.id, generation, val_accuracy=result.val_accuracy,
-                                   train_seconds=result.train_seconds or 0.0, weights_path=rel)
+        rel = self.layout.reference(result.id, generation) if done else None
+        self.journal.reference(result.id, generation,
+                               val_accuracy=result.val_accuracy if done else None,
+                               train_seconds=result.train_seconds or 0.0, weights_path=rel,
+                               reason=None if done else result.reason or result.status)
+        if done:
             self.refs[generation] = (result.val_accuracy, rel)
-            self.say("reference", {"generation": generation,
-                                   "val_accuracy": result.val_accuracy,
-                                   "seconds": result.seconds})
+            self.say(ReferenceTrained(generation=generation, val_accuracy=result.val_accuracy,
+                                      seconds=result.seconds))
         else:
-            self.journal.reference(result.id, generation, val_accuracy=None,
-                                   train_seconds=result.train_seconds or 0.0,
-                                   reason=result.reason or result.status)
             self.refs_stuck = True
-            self.say("failed", {"id": result.id, "rung": result.rung, "reason": result.reason})
+            self.say(FailedEvent(id=result.id, rung=result.rung, reason=result.reason))
 
     def _record_promotion(self, result: CandidateResult) -> None:
-        member = self.members[result.id]
-        if result.status == "done":
-            rel = self._rel(f"trained-r{result.rung}.pt", result.id)
-            self.journal.promote(result.id, result.rung, val_accuracy=result.val_accuracy,
-                                 train_seconds=result.train_seconds or 0.0, weights_path=rel)
+        member, done = self.members[result.id], result.status == "done"
+        rel = self.layout.trained(result.id, result.rung) if done else None
+        self.journal.promote(result.id, result.rung,
+                             val_accuracy=result.val_accuracy if done else None,
+                             train_seconds=result.train_seconds or 0.0, weights_path=rel,
+                             reason=None if done else result.reason or result.status)
+        if done:
             member.accs.append(result.val_accuracy)
             member.weights.append(rel)
             member.seconds += result.seconds
-            self.say("promoted", {"id": result.id, "rung": result.rung,
-                                  "val_accuracy": result.val_accuracy,
-                                  "seconds": result.seconds})
+            self.say(Promoted(id=result.id, rung=result.rung, val_accuracy=result.val_accuracy,
+                              seconds=result.seconds))
         else:
-            self.journal.promote(result.id, result.rung, val_accuracy=None,
-                                 train_seconds=result.train_seconds or 0.0,
-                                 reason=result.reason or result.status)
             member.stuck = True
-            self.say("failed", {"id": result.id, "rung": result.rung, "reason": result.reason})
+            self.say(FailedEvent(id=result.id, rung=result.rung, reason=result.reason))
 
     # ---- time -------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -456,34 +458,30 @@ class _Search:
         new work may join the front: its final retraining is reserved too)."""
         return self.budget.allows(seconds, self._front_size() + 1)
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> Progress:
         """A snapshot for the live view: counts, the best so far, the front, an ETA."""
         inds = self.journal.individuals()  # one read per event
-        running = len(self.inflight)
         cands = self.candidates()
         seed = next((c for c in cands if c.id == self.seed_id), None)
         best = (best_within(cands, seed, self.s.max_accuracy_drop / 100) if seed is not None
                 else None)
-        mean = self._mean_child_seconds()
-        workers = max(1, getattr(self.executor, "workers", 1) or 1)
+        trained, mean = self.trained_count(inds), self._mean_child_seconds()
         eta_s = None
         if mean:
-            left = ((self.s.candidates - self.trained_count(inds)) if self.s.candidates is not None
-                    else float("inf"))
+            left = self.s.candidates - trained if self.s.candidates is not None else math.inf
+            workers = max(1, getattr(self.executor, "workers", 1) or 1)
             eta_s = max(0.0, left) * mean / workers + self.final_estimate()
             if self.budget.time_left() is not None:
                 eta_s = min(eta_s, self.budget.time_left())
-        return {"trained": self.trained_count(inds), "total": self.s.candidates,
-                "running": running, "failed": sum(i.status == "failed" for i in inds),
-                "synthesis_failed": self.synthesis_failures,
-                "promotions": sum(len(m.accs) - 1 for m in self.members.values() if m.accs),
-                "pareto": len(pareto_front(cands)), "elapsed_s": self.elapsed(),
-                "budget_s": self.s.budget_s, "eta_s": eta_s, "objective": self.s.objective,
-                "seed": None if seed is None else {"val_accuracy": seed.val_accuracy,
-                                                   "cost": seed.cost},
-                "best": None if best is None else {"id": best.id,
-                                                   "val_accuracy": best.val_accuracy,
-                                                   "cost": best.cost}}
+        return Progress(
+            trained=trained, total=self.s.candidates, running=len(self.inflight),
+            failed=sum(i.status == "failed" for i in inds),
+            synthesis_failed=self.synthesis_failures,
+            promotions=sum(len(m.accs) - 1 for m in self.members.values() if m.accs),
+            pareto=len(pareto_front(cands)), elapsed_s=self.elapsed(),
+            budget_s=self.s.budget_s, eta_s=eta_s, objective=self.s.objective,
+            seed=None if seed is None else Point(seed.val_accuracy, seed.cost),
+            best=None if best is None else Point(best.val_accuracy, best.cost, best.id))
 
     # ---- the loop ---------------------------------------------------------------------------
     def trained_count(self, inds: list | None = None) -> int:
@@ -497,30 +495,41 @@ class _Search:
             return True
         return self.trained_count() + running_children < self.s.candidates
 
+    def _next_job(self) -> tuple[int, int] | None:
+        """A seed reference or a promotion for a free worker, if one is due and fits the
+        budget (:mod:`alphac.search.schedule`); None: spawn a child instead."""
+        mean = self._mean_child_seconds()
+        generation = self.next_reference()
+        if generation is not None and self.budget_allows(mean):
+            return self.seed_id, -generation
+        job = self.next_promotion()
+        if job is not None and self.budget_allows(
+                mean * (self.s.eta ** job[1] - self.s.eta ** (job[1] - 1))):
+            return job
+        return None
+
+    def _may_spawn(self) -> bool:
+        """Whether a new child may start: the seed is trained and the candidates allow one
+        more besides those running."""
+        children = sum(1 for ident, rung in self.inflight if rung == 0 and ident != self.seed_id)
+        return bool(self.members[self.seed_id].accs) and self._room(children)
+
     def run(self, executor: Executor, queued: list[int]) -> None:
+        """Keep every worker busy until the candidates or the budget are spent."""
         self.executor = executor
         for ident in queued:
             self.submit(ident)
-        attempts, spawning = 0, True
-        limit = 4 * (self.s.candidates or 10_000) + 8
+        attempts, spawning, limit = 0, True, 4 * (self.s.candidates or 10_000) + 8
         while True:
             self.journal.heartbeat(self.session)
-            if executor.workers - executor.running > 0:
-                generation = self.next_reference()
-                if generation is not None and self.budget_allows(self._mean_child_seconds()):
-                    self.submit(self.seed_id, -generation)
-                    continue
-                job = self.next_promotion()
-                mean = self._mean_child_seconds()
-                if job is not None and self.budget_allows(
-                        mean * (self.s.eta ** job[1] - self.s.eta ** (job[1] - 1))):
+            if executor.workers > executor.running:
+                job = self._next_job()
+                if job is not None:
                     self.submit(*job)
                     continue
-                seeded = bool(self.members[self.seed_id].accs)
-                children = sum(1 for ident, rung in self.inflight if rung == 0
-                               and ident != self.seed_id)
-                spawning = spawning and attempts < limit and self.budget_allows(mean)
-                if seeded and spawning and self._room(children):
+                spawning = spawning and attempts < limit and self.budget_allows(
+                    self._mean_child_seconds())
+                if spawning and self._may_spawn():
                     attempts += 1
                     ident = self.spawn()
                     if ident is not None:
@@ -585,7 +594,7 @@ def _replay(search: _Search) -> list[int]:
         member = search.members.get(ind.id)
         if member is not None and ind.status == "done":
             member.accs = [ind.val_accuracy]
-            member.weights = [search._rel("trained.pt", ind.id)]
+            member.weights = [search.layout.trained(ind.id)]
             member.seconds = float(ind.extra.get("worker_seconds", ind.train_seconds or 0.0))
             for rung in ind.extra.get("rungs", []):
                 if rung.get("val_accuracy") is None:
@@ -607,10 +616,10 @@ def _replay(search: _Search) -> list[int]:
                         break
                     search.refs[ref["generation"]] = (ref["val_accuracy"], ref["weights"])
         if ind.status == "queued":
-            if not (search.folder(ind.id) / "weights.pt").is_file():  # killed before writing
+            if not (search.layout.candidate(ind.id) / "weights.pt").is_file():  # killed before writing
                 if ind.parent is not None:
                     search.inherit(member.gm, ind.parent, member.plan)
-                search._write(ind.id, member.gm)
+                search.write(ind.id)
             queued.append(ind.id)
     return queued
 
@@ -644,7 +653,7 @@ def _trace_module(module: nn.Module, spec: Any, seed: int) -> TracedModel:
 
 
 def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSettings | None = None,
-             resume: bool = False, on_event: Callable[[str, dict], None] | None = None
+             resume: bool = False, on_event: Callable[..., Any] | None = None
              ) -> RunResult:
     """Search for cheaper models as accurate as ``model`` (a model file, ``zoo:NAME`` or an
     ``nn.Module``).
@@ -652,8 +661,10 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
     Pre: the target's data is available. Post: ``out`` holds the journal, every candidate, the
     retrained Pareto front, ``best/``, ``report.json`` and ``history.csv``. With ``resume`` the
     run in ``out`` continues where it stopped (its own settings; ``candidates`` and ``budget_s``
-    as given now). ``on_event(kind, info)`` sees every event (start, done, failed, retry,
-    promoted, final_start, final), each with ``info["progress"]``."""
+    as given now). ``on_event(event)`` sees every step as a typed
+    :class:`~alphac.search.events.Event` (start, done, failed, retry, promoted, reference,
+    final_start, final) with its ``progress``; a callback of two parameters gets
+    ``(event.kind, event.as_dict())``."""
     settings = settings or SearchSettings()
     run_dir = Path(out)
     spec = get_target(settings.target)
@@ -681,7 +692,7 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
         with _executor(settings) as executor:
             search.run(executor, queued)
             search_seconds = search.elapsed()
-            _finish(search, search_seconds, executor)
+            finish(search, search_seconds, executor)
         journal.heartbeat(search.session)
         journal.write_history_csv(run_dir / "history.csv")
     from alphac.search.report import load_run
@@ -689,201 +700,3 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
     return load_run(run_dir)
 
 
-def _kendall_tau(a: list[float], b: list[float]) -> float | None:
-    """Rank agreement of two lists (tau-a); None with fewer than 2 pairs."""
-    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
-    if not pairs:
-        return None
-    score = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum(
-        (a[i] - a[j]) * (b[i] - b[j]) < 0 for i, j in pairs)
-    return score / len(pairs)
-
-
-#: The recipe fields that decide which images a worker loads (its data is loaded once).
-_DATA_FIELDS = ("subset", "val_fraction", "val_subset", "test_subset")
-
-
-def _finish(search: _Search, search_seconds: float, executor: Executor) -> RunResult:
-    """Retrain the front and the seed with the final recipe on the search's executor (in
-    parallel where it has several workers), test once, write the outputs."""
-    s, run_dir = search.s, search.run_dir
-    front = sorted({c.id for c in pareto_front(search.candidates())} | {search.seed_id})
-    search.say("final_start", {"models": len(front), "estimate_s": search.final_estimate()})
-    began = time.monotonic()
-    deepest = max((search.members[i].generation for i in front), default=0)
-    tasks = {}
-    for ident in front:
-        folder = run_dir / "pareto" / f"{ident:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "model.py").write_text(search.code_of(ident))
-        tasks[ident] = replace(search._task(ident, test=True, recipe=s.final,
-                                            save_to=folder / "weights.pt"),
-                               weights=_final_start(search, ident, deepest),
-                               latency=get_objective(s.objective).in_worker)
-    rows = [_final_row(search, tasks[r.id], r) for r in _final_results(search, executor, tasks)]
-    timing = _timing(search, search_seconds, time.monotonic() - began)
-    return _report(search, sorted(rows, key=lambda r: r.id), timing)
-
-
-def _final_results(search: _Search, executor: Executor, tasks: dict[int, CandidateTask]
-                   ) -> Iterator[CandidateResult]:
-    """Each final task's result as it finishes, from ``executor`` (a lost one is tried once
-    more), or in this process where the final recipe reads other images than the workers
-    loaded."""
-    s = search.s
-    if any(s.final.get(k) != s.proxy.get(k) for k in _DATA_FIELDS):
-        from alphac.runtime.recipe import Recipe
-        from alphac.runtime.train import load_task_data
-        from alphac.search.candidate import evaluate_candidate
-
-        data = load_task_data(s.target, Recipe(**s.final), seed=s.seed, data_dir=s.data_dir,
-                              device=s.device)
-        for task in tasks.values():
-            yield evaluate_candidate(task, data)
-        return
-    for task in tasks.values():
-        executor.submit(task)
-    waiting, retried = set(tasks), set()
-    while waiting:
-        if executor.running == 0:  # nothing will come back for the rest
-            for ident in sorted(waiting):
-                yield CandidateResult(ident, "failed", "its worker was lost")
-            return
-        for result in executor.results(timeout=5.0):
-            if result.status == LOST and result.id not in retried:
-                retried.add(result.id)
-                executor.submit(tasks[result.id])
-                continue
-            waiting.discard(result.id)
-            yield result
-        search.journal.heartbeat(search.session)
-
-
-def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) -> ModelRow:
-    """The report's row of one retrained model (and its ``model.pt2`` export)."""
-    ident, run_dir = result.id, search.run_dir
-    folder = run_dir / "pareto" / f"{ident:06d}"
-    pt2 = (_export_pt2(folder, search.code_of(ident), search.traced.example_inputs)
-           if result.status == "done" else "not trained")
-    ind, member = search.journal.get(ident), search.members[ident]
-    # what the worker measures (latency) is measured again where the final model trained
-    remeasured = {o.name: o.measure(Measured(member.gm, None, result))
-                  for o in OBJECTIVES.values() if o.in_worker}
-    values = {**ind.values, **{k: v for k, v in remeasured.items() if v is not None}}
-    row = ModelRow(
-        ident, parent=ind.parent, params=ind.params, flops=ind.flops,
-        latency_ms=result.latency_ms if result.latency_ms is not None else ind.latency_ms,
-        values=values, proxy_val_accuracy=ind.val_accuracy, rung=len(member.accs) - 1,
-        generation=member.generation, search_score=search.score(member),
-        final_init="scratch" if task.weights is None else str(Path(task.weights).relative_to(
-            run_dir)),
-        rung_val_accuracy=member.accs[-1], status=result.status, reason=result.reason,
-        val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
-        path=str(folder), pt2=None if pt2 else str(folder / "model.pt2"), pt2_error=pt2)
-    search.say("final", row.to_json())
-    return row
-
-
-def _final_start(search: _Search, ident: int, deepest: int) -> str | None:
-    """The weights the final training of ``ident`` starts from: None from scratch; else its
-    best search weights, and for the seed its reference at the front's deepest generation (so
-    the seed has had at least the fine-tunes of every model it is compared with)."""
-    if search.s.final_init == "scratch":
-        return None
-    member = search.members[ident]
-    if ident == search.seed_id:
-        known = [g for g in search.refs if g <= deepest]
-        return str(search.run_dir / search.refs[max(known)][1]) if known else \
-            str(search.run_dir / member.weights[-1])
-    return str(search.run_dir / member.weights[-1])
-
-
-def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dict[str, Any]:
-    """Where the time went; the overhead is the driver's time per child outside training
-    (selection, mutation and synthesis, inheritance, code and weights files, journal), during
-    which the worker that will train the child waits."""
-    per_child = (search.overhead_s / search.overhead_children if search.overhead_children
-                 else None)
-    child_seconds = search.budget.child_seconds
-    median = statistics.median(child_seconds) if child_seconds else None
-    speeds = [i.extra["images_per_second"] for i in search.journal.individuals("done")
-              if i.extra.get("images_per_second")]
-    return {"search_seconds": search_seconds, "final_seconds": final_seconds,
-            "candidate_seconds_median": median,
-            "overhead_seconds_per_candidate": per_child,
-            "overhead_fraction": (per_child / (per_child + median)
-                                  if per_child is not None and median else None),
-            "overhead_measured_over": search.overhead_children,
-            "train_images_per_second_median": statistics.median(speeds) if speeds else None}
-
-
-def _export_pt2(folder: Path, code: str, example_inputs: tuple) -> str | None:
-    """Save ``folder``'s trained model as ``model.pt2`` (torch.export); the error, if any."""
-    from alphac.search.candidate import build_from_code
-
-    try:
-        model = build_from_code(code)
-        inherit_weights(model, torch.load(folder / "weights.pt", weights_only=True))
-        inputs = tuple(example_inputs)
-        batch = torch.export.Dim("batch", min=1)
-        try:  # any batch size; a model that fixes its batch exports at the example's
-            program = torch.export.export(model.eval(), inputs,
-                                          dynamic_shapes=tuple({0: batch} for _ in inputs))
-        except Exception:  # noqa: BLE001
-            program = torch.export.export(model.eval(), inputs)
-        torch.export.save(program, folder / "model.pt2")
-    except Exception as exc:  # noqa: BLE001 - the .py and weights stay the deliverable
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-    return None
-
-
-def _report(search: _Search, rows: list[ModelRow], timing: dict[str, Any]) -> RunResult:
-    s, run_dir = search.s, search.run_dir
-    ok = [r for r in rows if r.status == "done"]
-    seed_row = next(r for r in rows if r.id == search.seed_id)
-    cands = [Candidate(r.id, r.val_accuracy, row_cost(r, s.objective) or 0.0, r.id) for r in ok]
-    seed_c = next((c for c in cands if c.id == search.seed_id), None)
-    best_id = (best_within(cands, seed_c, s.max_accuracy_drop / 100).id if seed_c is not None
-               else search.seed_id)
-    best = next(r for r in rows if r.id == best_id)
-    (run_dir / "best").mkdir(exist_ok=True)
-    for name in ("model.py", "weights.pt", "model.pt2"):
-        source = Path(best.path) / name
-        if source.is_file():
-            shutil.copyfile(source, run_dir / "best" / name)
-    pareto = [r for r in ok if r.id in {c.id for c in pareto_front(cands)}]
-    schedules = {"seed": s.seed_recipe, "proxy": s.proxy, "final": s.final,
-                 "final_init": s.final_init,
-                 "successive_halving": {"rungs": s.rungs, "eta": s.eta,
-                                        "rung_budgets_in_proxies": [s.eta ** r for r in
-                                                                    range(s.rungs + 1)]}}
-    sections = {
-        "objectives": {o.name: {"unit": o.unit, "column": o.column} for o in OBJECTIVES.values()},
-        "references": {str(g): {"val_accuracy": acc, "weights": w}
-                       for g, (acc, w) in sorted(search.refs.items())},
-        "settings": asdict(s), "schedules": schedules, "counts": search.journal.counts(),
-        "timing": timing,
-        "failures": [{"id": i.id, "parent": i.parent, "reason": i.reason, "attempts": i.attempts}
-                     for i in search.journal.individuals("failed")]}
-    accs = [r.val_accuracy for r in ok]
-    fidelity = {"proxy_fidelity_kendall_tau": _kendall_tau(
-                    [r.proxy_val_accuracy or 0.0 for r in ok], accs),
-                "rung_fidelity_kendall_tau": _kendall_tau(
-                    [r.rung_val_accuracy or 0.0 for r in ok], accs),
-                "fidelity_over": len(ok)}
-    result = RunResult(run_dir, seed_row, tuple(pareto), best, tuple(rows), sections=sections,
-                       fidelity=fidelity)
-    (run_dir / "report.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    _plot(run_dir)
-    return result
-
-
-def _plot(run_dir: Path) -> None:
-    """``pareto.png`` (matplotlib is a dependency; a broken install loses the plot, not the
-    run)."""
-    from alphac.search.report import PlotUnavailableError, plot_pareto
-
-    try:
-        plot_pareto(run_dir)
-    except PlotUnavailableError:
-        pass

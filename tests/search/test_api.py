@@ -95,3 +95,30 @@ def test_a_timm_model_object_is_searched_end_to_end(tmp_path: Path) -> None:
     assert len({i.fingerprint for i in rows}) == 3  # two real children, each a new model
     assert check(result.run_dir) == [] and (result.best_dir / "model.pt2").is_file()
     assert "timm" not in (result.best_dir / "model.py").read_text()  # torch only
+
+
+def test_on_event_sees_every_step_as_a_typed_event_in_order(tmp_path: Path) -> None:
+    from alphac.search.events import FinalStarted, FinalTrained, Started, Trained
+
+    events, plain = [], []
+    result = alphac.optimize(Net(), out=tmp_path / "run", candidates=2, rungs=0,
+                             on_event=events.append, **TINY)
+    kinds = [e.kind for e in events]
+    assert isinstance(events[0], Started) and events[0].id == result.seed_model.id
+    seed_done = next(e for e in events if isinstance(e, Trained))
+    assert seed_done.seed and seed_done.progress.seed is not None
+    children = [e for e in events if isinstance(e, Trained) and not e.seed]
+    failed = [e for e in events if e.kind == "failed"]
+    assert len(children) + len(failed) >= 2
+    assert [e.progress.trained for e in children] == sorted(e.progress.trained for e in children)
+    final_start = kinds.index("final_start")
+    assert all(k == "final" for k in kinds[final_start + 1:])
+    finals = [e for e in events if isinstance(e, FinalTrained)]
+    assert isinstance(events[final_start], FinalStarted)
+    assert events[final_start].models == len(finals) == len(result.retrained)
+    assert {e.id for e in finals} == {r.id for r in result.retrained}
+    # a two-argument callback, as earlier releases had it, gets (kind, plain dict)
+    alphac.optimize(Net(), out=tmp_path / "run", candidates=3, rungs=0, resume=True,
+                    on_event=lambda kind, info: plain.append((kind, info)), **TINY)
+    assert plain and all(isinstance(k, str) and "progress" in info for k, info in plain)
+    json.dumps([info for _, info in plain])

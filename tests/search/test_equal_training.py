@@ -10,8 +10,10 @@ import alphac
 from alphac.search.api import recipes
 from alphac.search.budget import Budget
 from alphac.search.budget import work as _work
-from alphac.search.driver import SearchSettings, _final_start, _Search
+from alphac.search.driver import SearchSettings, _Search
+from alphac.search.final import start_weights
 from alphac.search.journal import Journal
+from alphac.search.layout import RunLayout
 from alphac.search.schedule import Member
 
 
@@ -78,16 +80,16 @@ def test_the_final_estimate_follows_measured_speed_and_corrects_itself():
 def test_the_final_training_starts_from_the_search_weights_and_the_seed_from_its_reference(
         tmp_path):
     search = _generations(search_with({1: [0.8], 2: [0.8], 3: [0.7]}, rungs=0), {2: 1, 3: 2})
-    search.run_dir = tmp_path
+    search.layout = RunLayout(tmp_path)
     for m in search.members.values():
         m.weights = [f"candidates/{m.id:06d}/trained.pt"]
     search.refs = {0: (0.8, "candidates/000001/trained.pt"),
                    1: (0.81, "candidates/000001/reference-1.pt")}
-    assert _final_start(search, 2, 2) == str(tmp_path / "candidates/000002/trained.pt")
-    assert _final_start(search, 1, 2) == str(tmp_path / "candidates/000001/reference-1.pt")
-    assert _final_start(search, 1, 0) == str(tmp_path / "candidates/000001/trained.pt")
+    assert start_weights(search, 2, 2) == str(tmp_path / "candidates/000002/trained.pt")
+    assert start_weights(search, 1, 2) == str(tmp_path / "candidates/000001/reference-1.pt")
+    assert start_weights(search, 1, 0) == str(tmp_path / "candidates/000001/trained.pt")
     search.s = SearchSettings(final_init="scratch")
-    assert _final_start(search, 2, 2) is None
+    assert start_weights(search, 2, 2) is None
 
 
 def test_recipes_train_the_seed_fully_and_fine_tune_children_gently():

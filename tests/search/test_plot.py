@@ -1,5 +1,5 @@
 """pareto.png in every run directory: matplotlib is a dependency, and the search's last step
-(alphac.search.driver._plot) draws the plot for a finished run (a tiny hand-made one here)."""
+(alphac.search.final.plot) draws the plot for a finished run (a tiny hand-made one here)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from alphac.search.driver import _plot
+from alphac.search.final import plot
 from alphac.search.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_matplotlib_is_a_dependency_not_an_extra() -> None:
 def test_a_finished_run_gets_its_pareto_png(tmp_path: Path) -> None:
     run = _tiny_run(tmp_path / "run")
     assert not (run / "pareto.png").exists()
-    _plot(run)
+    plot(run)
     png = (run / "pareto.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no temporary left
