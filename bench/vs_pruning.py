@@ -450,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child-images", type=int, default=2_560,
                         help="training images of each alphac child's fine-tune (default 2560)")
     parser.add_argument("--mutator", default="property", help="alphac's mutator (default property)")
+    parser.add_argument("--seed-epochs", type=float, default=None,
+                        help="epochs of both methods' seed training (default "
+                             f"{SEED_RECIPE['epochs']:g}; more brings the seeds nearer "
+                             "convergence, so extra fine-tuning moves them less)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true",
                         help="read back alphac runs that finished before instead of rerunning")
@@ -472,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m]
     ratios = [float(r) for r in args.ratios.split(",") if r]
     seed_recipe = dict(QUICK_SEED_RECIPE if args.quick else SEED_RECIPE)
+    if args.seed_epochs is not None:
+        if args.seed_epochs <= 0:
+            parser.error(f"--seed-epochs must be positive, got {args.seed_epochs:g}")
+        seed_recipe["epochs"] = args.seed_epochs
     finetune_images = 1_000 if args.quick else args.finetune_images
     if args.quick:
         ratios = ratios[1:2] or ratios[:1]
@@ -494,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             result["pruning"][name] = run_pruning(
                 name, data, seed=args.seed, seed_recipe=seed_recipe, ratios=ratios,
                 finetune_images=finetune_images)
+            _save(result, stem, methods, began)  # a killed run keeps what finished
     if "alphac" in methods:
         result["alphac"] = {}
         for name in models:
@@ -504,20 +513,27 @@ def main(argv: list[str] | None = None) -> int:
                 candidates=2 if args.quick else args.candidates, finetune_images=finetune_images,
                 child_images=300 if args.quick else args.child_images, seed_recipe=seed_recipe,
                 mutator=args.mutator, reuse=args.reuse, **extra)
+            _save(result, stem, methods, began)
+    print(_save(result, stem, methods, began))
+    return 0
+
+
+def _save(result: dict[str, Any], stem: str, methods: Sequence[str], began: float) -> str:
+    """Write ``result`` so far as ``bench/results/STEM.{json,md}``; returns the markdown. A
+    one-side run keeps the other side's last numbers from the file it replaces."""
     result["seconds"] = round(time.monotonic() - began, 1)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     previous = out / f"{stem}.json"
     if previous.is_file() and set(methods) != {"pruning", "alphac"}:
-        # a one-side run keeps the other side's last numbers
         old = json.loads(previous.read_text())
         for side in ("pruning", "alphac"):
             if side not in methods and old.get(side):
                 result[side] = old[side]
+    text = render(result)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(render(result))
-    print(render(result))
-    return 0
+    (out / f"{stem}.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":
