@@ -121,6 +121,34 @@ class Subgraph:
         return seen == names
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """Where a child model's changed region meets its parent: ``part``, a subgraph of the
+    child, and the parent's nodes whose values its inputs and outputs stand for, in
+    ``part.inputs`` and ``part.outputs`` order. A rewrite's part replaced the parent's
+    subgraph with inputs ``parent_inputs`` and outputs ``parent_outputs``; a width mutation's
+    part keeps its nodes' names, so both sides name the same nodes. Block-wise distillation
+    (:func:`alphac.runtime.distill.distill`) trains ``part`` to map the parent's values at
+    ``parent_inputs`` to its values at ``parent_outputs``."""
+
+    part: Subgraph
+    parent_inputs: tuple[str, ...]
+    parent_outputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.parent_inputs) != len(self.part.inputs) \
+                or len(self.parent_outputs) != len(self.part.outputs):
+            raise ValueError("a Boundary pairs each input and output of its part with one "
+                             "parent node")
+
+    @classmethod
+    def from_json(cls, data: dict) -> Boundary:
+        """The inverse of ``dataclasses.asdict`` (as the journal stores it)."""
+        part = data["part"]
+        return cls(Subgraph(tuple(part["nodes"]), tuple(part["inputs"]), tuple(part["outputs"])),
+                   tuple(data["parent_inputs"]), tuple(data["parent_outputs"]))
+
+
 def annotate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
     """Run ``gm`` once (eval mode, no grad) so every node carries ``meta['tensor_meta']``.
 

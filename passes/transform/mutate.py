@@ -40,7 +40,7 @@ from torch import fx
 from alphac.analysis import AnalysisManager
 from alphac.channels import ChannelStep, apply_channel_plan
 from alphac.errors import SynthesisFailed
-from alphac.ir import Subgraph, annotate_shapes
+from alphac.ir import Boundary, Subgraph, annotate_shapes
 from alphac.passes.analysis.cost import model_cost
 from alphac.passes.analysis.program import Program, ProgramOp
 from alphac.passes.analysis.program_infer import Context, fingerprint_of, infer, lift
@@ -126,6 +126,9 @@ class MutationRecord:
     #: How the child's changed modules start from the parent's trained ones (channels kept by
     #: magnitude, unchanged ops under new names): :func:`alphac.codegen.inherit_weights`'s plan.
     weight_plan: tuple[ChannelStep, ...] = ()
+    #: Where each changed region of the child meets the parent (rewrite and width mutations):
+    #: what block-wise distillation (:func:`alphac.runtime.distill.distill`) trains.
+    boundaries: tuple[Boundary, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -295,18 +298,42 @@ def _rewrite(parent: _Parent, rng: random.Random, mutator: str, config: Mutation
         result = synthesize(Problem(problem_programs, tuple(i.context for i in used),
                                     tuple(targets)), rng, synth, am)
     synthesis_seconds = time.monotonic() - began
-    child, parts, plan = _splice_all(parent, applied, result, rng.randrange(2**31))
+    child, made, plan = _splice_all(parent, applied, result, rng.randrange(2**31))
+    parts = [part for _, part in made]
     gates = [gate_runs(child, parent.example_inputs, parent.output_shape),
              gate_fingerprint(parent.fingerprint, child, am)]
     if targets is not None:
         gates.insert(0, gate_properties(child, parts, targets[:len(applied)], am))
     _check(gates)
     record = _rewrite_record(parent, block, applied, sub, result, targets, child, parts)
-    return child, {**record, "synthesis_seconds": synthesis_seconds, "weight_plan": plan}
+    return child, {**record, "synthesis_seconds": synthesis_seconds, "weight_plan": plan,
+                   "boundaries": rewrite_boundaries(parent.gm, made)}
+
+
+def rewrite_boundaries(parent: fx.GraphModule, made: Sequence[tuple[Subgraph, Subgraph]]
+                       ) -> tuple[Boundary, ...]:
+    """Each spliced part's :class:`~alphac.ir.Boundary`: ``made`` pairs the replaced subgraph
+    (its inputs named as in the child) with the part that replaced it. An input that an earlier
+    part computes stands for the parent's node that part replaced; a part whose inputs or
+    outputs have no parent node (a pass-through of an input) or that computes nothing is left
+    out."""
+    back: dict[str, str] = {}  # the child's node -> the parent's node it stands for
+    found = []
+    names = {n.name for n in parent.graph.nodes}
+    for old, part in made:
+        inputs = tuple(back.get(n, n) for n in part.inputs)
+        back.update(zip(part.outputs, old.outputs, strict=True))
+        if set(inputs) <= names and set(part.outputs).isdisjoint(part.inputs) \
+                and set(part.outputs) <= set(part.nodes):
+            found.append(Boundary(part, inputs, tuple(old.outputs)))
+    return tuple(found)
 
 
 def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis, seed: int
-                ) -> tuple[fx.GraphModule, list[Subgraph], tuple[ChannelStep, ...]]:
+                ) -> tuple[fx.GraphModule, list[tuple[Subgraph, Subgraph]],
+                           tuple[ChannelStep, ...]]:
+    """The child with ``result`` spliced into every applied instance; each replaced subgraph
+    with the part now in its place; the channel plan."""
     child = copy.deepcopy(parent.gm)
     rw = Rewriter(child)
     made = []
@@ -316,7 +343,7 @@ def _splice_all(parent: _Parent, applied: Sequence[_Instance], result: Synthesis
     rw.commit()
     start_fresh_near_identity(child, parent.gm)  # fresh convs pass channels, not shrink them
     _annotate(child, parent.example_inputs)
-    parts = [spliced_part(child, old, list(p.nodes), list(p.outputs)) for old, p in made]
+    parts = [(old, spliced_part(child, old, list(p.nodes), list(p.outputs))) for old, p in made]
     return child, parts, tuple(plan)
 
 
@@ -443,12 +470,14 @@ def _width(parent: _Parent, rng: random.Random, mutator: str, config: MutationCo
             gate_fingerprint(parent.fingerprint, child, parent.am)])
     block = next((b for b in parent.blocks if group.producer in b.nodes), None)
     nodes = tuple(n for g in chosen if g.producer in widths for n in g.nodes)
-    code = _code_of(child, [Subgraph.from_nodes(child, nodes)])
+    region = Subgraph.from_nodes(child, nodes)
+    code = _code_of(child, [region])
     return child, {"kind": "width", "block": getattr(block, "path", None),
                    "block_type": getattr(block, "type", None),
                    "instances": tuple(widths), "subgraph": nodes, "chains": (),
                    "targets": None, "achieved": {"widths": widths}, "replaced_code": code,
-                   "candidates": len(groups), "weight_plan": tuple(plan)}
+                   "candidates": len(groups), "weight_plan": tuple(plan),
+                   "boundaries": (Boundary(region, region.inputs, region.outputs),)}
 
 
 _ATTEMPTS = {"rewrite": _rewrite, "width": _width, "duplicate": _block_mutation("duplicate"),
