@@ -57,9 +57,8 @@ def equal_training_scores(inds) -> dict[int, float]:
     """Each finished individual's validation accuracy minus the seed's gain from as many
     fine-tunes as it had (the seed's journalled references; the deepest stands in)."""
     seed = next(i for i in inds if i.parent is None)
-    refs = {0: seed.val_accuracy, **{r["generation"]: r["val_accuracy"]
-                                     for r in seed.extra.get("references", [])
-                                     if r.get("val_accuracy") is not None}}
+    refs = {0: seed.val_accuracy, **{r.rung: r.val_accuracy for r in seed.references
+                                     if r.val_accuracy is not None}}
     scores = {}
     for ind in inds:
         if ind.status != "done":

@@ -80,12 +80,14 @@ def test_summary_counts_collapses_and_failures_and_measures_retention_from_the_p
 def test_search_quality_scores_a_child_against_the_reference_of_its_generation():
     sq = _module("search_quality")
 
-    class Ind:
-        def __init__(self, id, parent, acc, generation, extra=None):
-            self.id, self.parent, self.val_accuracy, self.status = id, parent, acc, "done"
-            self.extra = {"generation": generation, **(extra or {})}
+    from alphac.search.journal import Rung
 
-    seed = Ind(1, None, 0.80, 0, {"references": [{"generation": 1, "val_accuracy": 0.82}]})
+    class Ind:
+        def __init__(self, id, parent, acc, generation, references=()):
+            self.id, self.parent, self.val_accuracy, self.status = id, parent, acc, "done"
+            self.extra, self.references = {"generation": generation}, tuple(references)
+
+    seed = Ind(1, None, 0.80, 0, [Rung(1, 0.82, 1.0)])
     inds = [seed, Ind(2, 1, 0.81, 1), Ind(3, 2, 0.83, 2)]
     scores = sq.equal_training_scores(inds)
     # generation 1 loses the seed's 2-point fine-tune gain; generation 2 the deepest (1) stands in

@@ -20,6 +20,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from alphac.runtime.recipe import Recipe
 from alphac.search.driver import SearchSettings, parse_duration
 from alphac.search.driver import optimize as run_search
 from alphac.search.options import OPTIONS, defaults, signature
@@ -33,8 +34,9 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
             lr: float = 0.05, seed_steps: int | None = None, seed_epochs: float | None = None,
             finetune_lr: float | None = None, final_init: str = "inherited",
             val_images: int | None = None, test_images: int | None = None
-            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The proxy (each child's fine-tune), final and seed recipes.
+            ) -> tuple[Recipe, Recipe, Recipe]:
+    """The proxy (each child's fine-tune), final and seed recipes
+    (:class:`~alphac.runtime.recipe.Recipe` values; fields not set here keep its defaults).
 
     The seed trains ``seed_steps`` steps or ``seed_epochs`` epochs (default three times the
     proxy) at peak ``lr`` with warm-up, one-cycle decay and augmentation. Children start from
@@ -53,8 +55,8 @@ def recipes(*, steps: int | None = None, epochs: float | None = None,
               "warmup": 0.0, "schedule": "cosine", "augment": False, **data}
     full = {"batch_size": batch_size, "lr": lr, **data}
 
-    def recipe(base: dict[str, Any], step_count: int | None, epoch_count: float) -> dict[str, Any]:
-        return {**base, "epochs": epoch_count, **({"steps": step_count} if step_count else {})}
+    def recipe(base: dict[str, Any], step_count: int | None, epoch_count: float) -> Recipe:
+        return Recipe(**base, epochs=epoch_count, steps=step_count or None)
 
     proxy_epochs = 1.0 if epochs is None else epochs
     thrice = 3 * steps if steps else None
@@ -106,7 +108,7 @@ _RECIPE_OPTIONS = ("steps", "epochs", "final_steps", "subset", "batch_size", "lr
                    "seed_epochs", "finetune_lr", "final_init", "val_images", "test_images")
 _SETTINGS_OPTIONS = ("objective", "max_accuracy_drop", "mutator", "strategy", "final_init",
                      "seed", "search_seed", "executor", "device", "data_dir", "ray_address",
-                     "rungs", "eta")
+                     "rungs", "eta", "distill_steps")
 optimize.__signature__ = signature(  # type: ignore[attr-defined]
     first=[inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Any)],
     last=[inspect.Parameter("on_event", inspect.Parameter.KEYWORD_ONLY, default=None,

@@ -14,32 +14,43 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Budget", "scaled", "work"]
+from alphac.runtime.recipe import Recipe
+
+__all__ = ["Budget", "as_recipe", "scaled", "work"]
 
 
-def work(recipe: dict[str, Any]) -> float:
+def as_recipe(recipe: Recipe | Mapping[str, Any]) -> Recipe:
+    """``recipe`` as a :class:`~alphac.runtime.recipe.Recipe` (a stored settings dict gives
+    the fields it names, the others at their defaults)."""
+    return recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
+
+
+def work(recipe: Recipe | Mapping[str, Any]) -> float:
     """Training samples a recipe processes (to compare schedules, e.g. final against proxy)."""
-    if recipe.get("steps"):
-        return float(recipe["steps"]) * recipe.get("batch_size", 256)
-    return float(recipe.get("epochs", 10.0)) * (recipe.get("subset") or 60_000)
+    recipe = as_recipe(recipe)
+    if recipe.steps:
+        return float(recipe.steps) * recipe.batch_size
+    return float(recipe.epochs) * (recipe.subset or 60_000)
 
 
-def scaled(recipe: dict[str, Any], factor: float) -> dict[str, Any]:
+def scaled(recipe: Recipe | Mapping[str, Any], factor: float) -> Recipe:
     """``recipe`` with ``factor`` times its training budget."""
-    if recipe.get("steps"):
-        return {**recipe, "steps": max(1, round(recipe["steps"] * factor))}
-    return {**recipe, "epochs": float(recipe.get("epochs", 10.0)) * factor}
+    recipe = as_recipe(recipe)
+    if recipe.steps:
+        return recipe.replace(steps=max(1, round(recipe.steps * factor)))
+    return recipe.replace(epochs=float(recipe.epochs) * factor)
 
 
 class Budget:
     """Wall time (this session from now, plus ``elapsed_before``) against ``budget_s``."""
 
-    def __init__(self, budget_s: float | None, elapsed_before: float, proxy: dict[str, Any],
-                 final: dict[str, Any]) -> None:
+    def __init__(self, budget_s: float | None, elapsed_before: float,
+                 proxy: Recipe | Mapping[str, Any], final: Recipe | Mapping[str, Any]) -> None:
         self.budget_s, self.elapsed_before = budget_s, elapsed_before
-        self.proxy, self.final = proxy, final
+        self.proxy, self.final = as_recipe(proxy), as_recipe(final)
         self.began = time.monotonic()
         self.rates: list[float] = []  # worker seconds per training image, per finished job
         self.child_seconds: list[float] = []  # worker seconds per rung-0 training of a child

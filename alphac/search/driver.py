@@ -3,9 +3,10 @@
 :func:`optimize` traces the user's model, trains it with the proxy recipe as the baseline, then
 keeps every worker busy: a parent is chosen among the finished individuals
 (:func:`~alphac.search.selection.select_parent`, on validation accuracy and the chosen cost), a
-child is made by one mutation (:func:`alphac.passes.transform.mutate.mutate`), inherits its
-parent's trained weights by name and shape, is written as code plus weights, journalled, and
-trained by an executor. Successive halving (asynchronous, as in ASHA): when a worker is free, an
+child is made by one mutation (:func:`alphac.passes.transform.mutate.mutate`), starts from its
+parent's trained weights with its changed parts distilled on the parent's values
+(:mod:`alphac.search.starts`), is written as code plus weights, journalled, and trained by an
+executor. Successive halving (asynchronous, as in ASHA): when a worker is free, an
 individual in the best ``1/eta`` of its rung first continues training to ``eta`` times that
 rung's budget; the seed is promoted first, and selection compares every individual with the seed
 at the highest rung both reached (:meth:`_Search.score`). ``budget_s`` bounds the wall time of
@@ -15,14 +16,15 @@ Every event is one journal transaction, so a run killed at any moment resumes (`
 running candidates are re-queued, unfinished promotions are issued again, and the individuals are
 rebuilt by replaying their recorded mutations from the seed (mutations are deterministic), so
 nothing from the run directory is executed. At the end the Pareto-optimal individuals
-(validation accuracy against cost) and the seed are retrained from scratch with the final recipe
-and evaluated once on the test split; ``best`` is the cheapest within ``max_accuracy_drop``
+(validation accuracy against cost) and the seed are fine-tuned once more (or retrained from
+scratch) with the final recipe and evaluated once on the test split; ``best`` is the cheapest within ``max_accuracy_drop``
 points of the seed.
 
 The pieces around the loop live apart: the run directory's paths in
 :mod:`alphac.search.layout`, what to train next in :mod:`alphac.search.schedule`, time in
 :mod:`alphac.search.budget`, the watcher's typed events in :mod:`alphac.search.events`, the final
-retraining and the report in :mod:`alphac.search.final`.
+retraining and the report in :mod:`alphac.search.final`, how a child starts in
+:mod:`alphac.search.starts`.
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ import torch
 from torch import nn
 
 from alphac.analysis import AnalysisManager
-from alphac.codegen import generate_code, inherit_weights
+from alphac.codegen import generate_code
 from alphac.errors import SynthesisFailed, TrainingError, UserError
 from alphac.frontends import TracedModel, find_blocks, load
 from alphac.passes.analysis.cost import model_cost
 from alphac.passes.transform.gates import model_fingerprint
 from alphac.passes.transform.mutate import MUTATORS, mutate
 from alphac.runtime.device import resolve_device
+from alphac.runtime.recipe import Recipe
 from alphac.runtime.targets import get_target
 from alphac.search import faults
-from alphac.search.budget import Budget, scaled
+from alphac.search.budget import Budget, as_recipe, scaled
 from alphac.search.candidate import CandidateResult, CandidateTask
 from alphac.search.events import (
     Event,
@@ -73,6 +76,7 @@ from alphac.search.options import defaults, names
 from alphac.search.results import RunResult
 from alphac.search.schedule import PROPOSERS, Member, next_promotion, next_reference, score
 from alphac.search.selection import Candidate, best_within, pareto_front
+from alphac.search.starts import Starter
 
 __all__ = ["OBJECTIVES", "STRATEGIES", "SearchResult", "SearchSettings", "optimize"]
 
@@ -118,10 +122,10 @@ class SearchSettings:
     max_accuracy_drop: float = _DEFAULT["max_accuracy_drop"]
     mutator: str = _DEFAULT["mutator"]
     strategy: str = _DEFAULT["strategy"]
-    proxy: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE, epochs=1.0, lr=0.01))
-    final: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE, epochs=1.0, lr=0.01))
-    seed_recipe: dict[str, Any] = field(default_factory=lambda: {
-        "epochs": 3.0, "batch_size": 64, "lr": 0.05, "subset": 6000})
+    proxy: Recipe = field(default_factory=lambda: Recipe(**FINETUNE, epochs=1.0))
+    final: Recipe = field(default_factory=lambda: Recipe(**FINETUNE, epochs=1.0))
+    seed_recipe: Recipe = field(default_factory=lambda: Recipe(
+        epochs=3.0, batch_size=64, lr=0.05, subset=6000))
     final_init: str = _DEFAULT["final_init"]
     seed: int = _DEFAULT["seed"]
     search_seed: int | None = None
@@ -134,8 +138,11 @@ class SearchSettings:
     budget_s: float | None = None
     rungs: int = _DEFAULT["rungs"]
     eta: int = _DEFAULT["eta"]
+    distill_steps: int = _DEFAULT["distill_steps"]
 
     def __post_init__(self) -> None:
+        for name in ("proxy", "final", "seed_recipe"):  # a stored run gives its recipes as dicts
+            object.__setattr__(self, name, as_recipe(getattr(self, name)))
         checks = [(self.candidates is not None or self.budget_s is not None,
                    "give --candidates N or --budget TIME (or both)"),
                   (self.candidates is None or self.candidates >= 1,
@@ -157,7 +164,9 @@ class SearchSettings:
                   (self.rungs >= 0, f"--rungs must be 0 (off) or more, got {self.rungs}"),
                   (self.final_init in FINAL_INITS, "--final-init must be inherited or scratch, "
                    f"got {self.final_init!r}"),
-                  (self.eta >= 2, f"--eta must be at least 2, got {self.eta}")]
+                  (self.eta >= 2, f"--eta must be at least 2, got {self.eta}"),
+                  (self.distill_steps >= 0, "--distill-steps must be 0 (off) or more, got "
+                   f"{self.distill_steps}")]
         for ok, message in checks:
             if not ok:
                 raise UserError(message, hint="see `alphac optimize --help`")
@@ -196,6 +205,7 @@ class _Search:
         #: the seed's equal-training references: generation -> (val accuracy, weights path)
         self.refs: dict[int, tuple[float, str]] = {}
         self.refs_stuck = False  # a reference failed: later generations use the deepest one
+        self.starter = Starter(settings, self.layout)  # a child's weights: inherited, distilled
 
     @property
     def run_dir(self) -> Path:
@@ -212,7 +222,7 @@ class _Search:
         self.tell(replace(event, progress=self.progress()))
 
     # ---- individuals ------------------------------------------------------------------------
-    def task(self, ident: int, test: bool = False, recipe: dict | None = None,
+    def task(self, ident: int, test: bool = False, recipe: Recipe | None = None,
              save_to: Path | None = None, weights: Path | None = None,
              rung: int = 0) -> CandidateTask:
         """The job that trains ``ident`` (by default its first training: the seed's recipe for
@@ -221,8 +231,8 @@ class _Search:
         folder, seeded = self.layout.candidate(ident), ident == self.seed_id
         return CandidateTask(
             ident, self.code_of(ident), str(weights or folder / "weights.pt"),
-            self.s.target, recipe or (self.s.seed_recipe if seeded and rung == 0
-                                      else self.s.proxy),
+            self.s.target, (recipe or (self.s.seed_recipe if seeded and rung == 0
+                                       else self.s.proxy)).to_dict(),
             seed=(self.s.seed if seeded else self.search_seed) + ident + 7919 * rung,
             device=self.s.device, data_dir=self.s.data_dir, test=test,
             latency=get_objective(self.s.objective).in_worker and rung == 0,
@@ -283,26 +293,20 @@ class _Search:
             self.overhead_s += time.monotonic() - began
             self.say(FailedEvent(id=failed, reason=f"synthesis: {exc.reason}"))
             return None
-        self.inherit(child.gm, parent.id, child.record.weight_plan)
-        made = self.journal.add(parent.id, child.record.as_dict(), seed,
+        started = self.starter.start(child.gm, parent, child.record.weight_plan,
+                                     child.record.boundaries, seed)
+        record = {**child.record.as_dict(), **({"distill": started} if started else {})}
+        made = self.journal.add(parent.id, record, seed,
                                 child.record.fingerprint_child, self.layout.rel("model.py", ident),
                                 self.layout.rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
         self.members[ident] = Member(ident, child.gm, find_blocks(child.gm, None),
                                       generation=parent.generation + 1,
-                                      plan=child.record.weight_plan)
+                                      plan=child.record.weight_plan,
+                                      boundaries=child.record.boundaries)
         self.write(ident)
         self.overhead_s += time.monotonic() - began
         return ident
-
-    def inherit(self, gm: Any, parent: int, plan: tuple = ()) -> None:
-        """``gm`` takes its parent's best-trained weights: by name and shape, and the channels
-        the mutation's ``plan`` maps (:func:`alphac.codegen.inherit_weights`)."""
-        member = self.members[parent]
-        trained = self.layout.path(member.weights[-1]) if member.weights else None
-        if trained is not None and trained.is_file():
-            inherit_weights(gm, torch.load(trained, map_location="cpu", weights_only=True),
-                            plan=plan)
 
     def score(self, member: Member) -> float | None:
         """The member's score at equal training (:func:`alphac.search.schedule.score`)."""
@@ -400,7 +404,7 @@ class _Search:
         """Training images of a finished job; its seconds per image join the estimate."""
         recipe = self.s.seed_recipe if result.id == self.seed_id and result.rung == 0 \
             else self.s.proxy
-        images = int(result.metrics.get("steps") or 0) * int(recipe.get("batch_size", 64))
+        images = int(result.metrics.get("steps") or 0) * recipe.batch_size
         self.budget.observe(result.seconds, images)
         return images
 
@@ -558,7 +562,7 @@ def _identity(traced: TracedModel, model: Any, target: str) -> dict[str, Any]:
 
 
 def _executor(settings: SearchSettings) -> Executor:
-    kwargs = dict(target=settings.target, recipe=settings.proxy, seed=settings.seed,
+    kwargs = dict(target=settings.target, recipe=settings.proxy.to_dict(), seed=settings.seed,
                   data_dir=settings.data_dir, device=settings.device)
     if settings.executor == "inline":
         return InlineExecutor(**kwargs)
@@ -590,19 +594,20 @@ def _replay(search: _Search) -> list[int]:
                                 hint="start a new run with another --out")
             search.members[ind.id] = Member(ind.id, child.gm, find_blocks(child.gm, None),
                                              generation=parent.generation + 1,
-                                             plan=child.record.weight_plan)
+                                             plan=child.record.weight_plan,
+                                             boundaries=child.record.boundaries)
         member = search.members.get(ind.id)
         if member is not None and ind.status == "done":
             member.accs = [ind.val_accuracy]
             member.weights = [search.layout.trained(ind.id)]
             member.seconds = float(ind.extra.get("worker_seconds", ind.train_seconds or 0.0))
-            for rung in ind.extra.get("rungs", []):
-                if rung.get("val_accuracy") is None:
+            for rung in ind.rungs:
+                if rung.val_accuracy is None:
                     member.stuck = True
                     break
-                member.accs.append(rung["val_accuracy"])
-                member.weights.append(rung["weights"])
-                member.seconds += float(rung.get("train_seconds") or 0.0)
+                member.accs.append(rung.val_accuracy)
+                member.weights.append(rung.weights)
+                member.seconds += rung.train_seconds
             member.cost = ind.values.get(search.s.objective)
             if ind.parent is not None:
                 search.budget.child_seconds.append(member.seconds / len(member.accs))
@@ -610,15 +615,16 @@ def _replay(search: _Search) -> list[int]:
                 search.budget.rates.append(ind.extra["worker_seconds"] / ind.extra["images"])
             if ind.parent is None:
                 search.refs[0] = (ind.val_accuracy, member.weights[0])
-                for ref in ind.extra.get("references", []):
-                    if ref.get("val_accuracy") is None:
+                for ref in ind.references:
+                    if ref.val_accuracy is None:
                         search.refs_stuck = True
                         break
-                    search.refs[ref["generation"]] = (ref["val_accuracy"], ref["weights"])
+                    search.refs[ref.rung] = (ref.val_accuracy, ref.weights)
         if ind.status == "queued":
             if not (search.layout.candidate(ind.id) / "weights.pt").is_file():  # killed before writing
                 if ind.parent is not None:
-                    search.inherit(member.gm, ind.parent, member.plan)
+                    search.starter.start(member.gm, search.members[ind.parent], member.plan,
+                                         member.boundaries, ind.seed)
                 search.write(ind.id)
             queued.append(ind.id)
     return queued
@@ -682,6 +688,7 @@ def optimize(model: str | nn.Module, *, out: str | Path, settings: SearchSetting
         journal = Journal.open(run_dir, expect_identity=identity)
         known = {f.name for f in fields(SearchSettings)}
         stored = {k: v for k, v in journal.settings.items() if k in known}
+        stored.setdefault("distill_steps", 0)  # a run begun before distillation goes on without
         settings = SearchSettings(**{**stored, **{name: getattr(settings, name) for name in
                                                   (*WHEN_TO_STOP, *WHERE_IT_RUNS)}})
     else:

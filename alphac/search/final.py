@@ -76,12 +76,11 @@ def _final_results(search: _Search, executor: Executor, tasks: dict[int, Candida
     more), or in this process where the final recipe reads other images than the workers
     loaded."""
     s = search.s
-    if any(s.final.get(k) != s.proxy.get(k) for k in _DATA_FIELDS):
-        from alphac.runtime.recipe import Recipe
+    if any(getattr(s.final, k) != getattr(s.proxy, k) for k in _DATA_FIELDS):
         from alphac.runtime.train import load_task_data
         from alphac.search.candidate import evaluate_candidate
 
-        data = load_task_data(s.target, Recipe(**s.final), seed=s.seed, data_dir=s.data_dir,
+        data = load_task_data(s.target, s.final, seed=s.seed, data_dir=s.data_dir,
                               device=s.device)
         for task in tasks.values():
             yield evaluate_candidate(task, data)
@@ -198,7 +197,8 @@ def _report(search: _Search, rows: list[ModelRow], timing: dict[str, Any]) -> Ru
         if source.is_file():
             shutil.copyfile(source, search.layout.best / name)
     pareto = [r for r in ok if r.id in {c.id for c in pareto_front(cands)}]
-    schedules = {"seed": s.seed_recipe, "proxy": s.proxy, "final": s.final,
+    schedules = {"seed": s.seed_recipe.to_dict(), "proxy": s.proxy.to_dict(),
+                 "final": s.final.to_dict(),
                  "final_init": s.final_init,
                  "successive_halving": {"rungs": s.rungs, "eta": s.eta,
                                         "rung_budgets_in_proxies": [s.eta ** r for r in

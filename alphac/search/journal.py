@@ -14,8 +14,9 @@ costs milliseconds, so the stronger guarantee is cheap against the search's 2% o
 ``done``, so a ``done`` row never points at a file that a power loss could take away.
 
 Successive halving and budgets. :meth:`Journal.promote` records a ``done`` individual's longer
-training at a higher rung (in its ``extra``, with the weights file's sha256). ``sessions`` holds the
-wall time of each search session (a run, then each resume) up to its last :meth:`heartbeat`, so a
+training at a higher rung and :meth:`Journal.reference` the seed's equal-training references,
+both in the ``rungs`` table (schema 4; with the weights file's sha256), read back as
+:attr:`Trial.rungs` and :attr:`Trial.references`. ``sessions`` holds the wall time of each search session (a run, then each resume) up to its last :meth:`heartbeat`, so a
 ``--budget`` counts the whole run across resumes (:meth:`elapsed_seconds`).
 
 Concurrency. One writer: a writer takes an exclusive ``flock`` on ``RUN_DIR/journal.lock`` (the
@@ -71,7 +72,7 @@ except ImportError:  # pragma: no cover - not POSIX: the single-writer lock is s
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "journal.lock"
 #: Stored in ``PRAGMA user_version``; a journal with a larger one was written by a newer alphac.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: ``PRAGMA application_id`` of an alphac journal ("alph"), so another SQLite file is not mistaken.
 APPLICATION_ID = 0x616C7068
 STATUSES = ("queued", "running", "done", "failed")
@@ -85,6 +86,24 @@ HISTORY_COLUMNS = (
     "attempts", "worker", "queued_at", "started_at", "finished_at", "code_path", "weights_path",
 )
 
+#: Schema 4 added ``rungs``: a trial's longer trainings (successive halving, kind ``rung``,
+#: numbered from 1) and the seed's equal-training references (kind ``reference``, numbered by
+#: generation), which older journals kept in the trial's ``extra`` JSON. A writer opening an
+#: older journal moves them into the table (:func:`_move_rungs`); read-only, they are read from
+#: ``extra`` where they are.
+_MIGRATE_TO_4 = """
+CREATE TABLE IF NOT EXISTS rungs (
+    trial INTEGER NOT NULL REFERENCES individuals(id),
+    kind TEXT NOT NULL CHECK (kind IN ('rung', 'reference')),
+    number INTEGER NOT NULL CHECK (number >= 1),
+    val_accuracy REAL,
+    train_seconds REAL NOT NULL,
+    weights TEXT,
+    weights_sha256 TEXT,
+    reason TEXT,
+    PRIMARY KEY (trial, kind, number)
+);
+"""
 _SCHEMA = """
 CREATE TABLE run (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -132,7 +151,7 @@ CREATE TABLE trial_values (
     value REAL NOT NULL,
     PRIMARY KEY (trial, objective)
 );
-"""
+""" + _MIGRATE_TO_4
 #: Schema 2 added ``sessions`` (the search's wall time across resumes, for ``--budget``); a
 #: schema-1 journal gains it when a writer opens it.
 _MIGRATE_1_TO_2 = """
@@ -153,6 +172,8 @@ CREATE TABLE IF NOT EXISTS trial_values (
     PRIMARY KEY (trial, objective)
 );
 """
+#: ``extra`` keys of schema-3 journals, by the kind of rung they hold, and the entry's number.
+_EXTRA_RUNGS = {"rung": ("rungs", "rung"), "reference": ("references", "generation")}
 
 
 class JournalError(UserError):
@@ -268,26 +289,22 @@ class Trial:
     worker: str | None
     extra: dict[str, Any]
     values: dict[str, float] = field(default_factory=dict)
+    #: The longer trainings after the proxy, from rung 1 (rung 0 is the row's own
+    #: ``val_accuracy``).
+    rungs: tuple[Rung, ...] = ()
+    #: The seed's equal-training references, by generation from 1 (empty for a child).
+    references: tuple[Rung, ...] = ()
 
     @property
     def state(self) -> TrialState:
         return TrialState(self.status)
 
-    @property
-    def rungs(self) -> tuple[Rung, ...]:
-        """The longer trainings after the proxy (rung 0 is the row's own ``val_accuracy``)."""
-        return tuple(Rung.from_entry(r) for r in self.extra.get("rungs", []))
-
-    @property
-    def references(self) -> tuple[Rung, ...]:
-        """The seed's equal-training references, by generation (empty for a child)."""
-        return tuple(Rung.from_entry(r, "generation") for r in self.extra.get("references", []))
-
 
 #: The name the search used before trials were typed.
 Individual = Trial
 
-_COLUMNS = tuple(f.name for f in fields(Trial) if f.name != "values")
+_COLUMNS = tuple(f.name for f in fields(Trial) if f.name not in ("values", "rungs",
+                                                                   "references"))
 
 _JSON_COLUMNS = ("mutation", "properties", "extra")
 _REQUIRED_COLUMNS = {"run": {"created_at", "alphac_version", "settings", "seed_identity"},
@@ -568,9 +585,9 @@ class Journal:
         Pre: status ``done``; ``rung`` is one more than its last recorded rung (0 is the proxy
         recorded by :meth:`finish`); ``weights_path`` (relative, inside the run directory) holds
         the state after this rung when ``val_accuracy`` is given; ``reason`` says why the rung
-        failed when it is None. Post: ``extra["rungs"]`` gains ``{rung, val_accuracy,
-        train_seconds, weights, weights_sha256, reason}``; the row's own ``val_accuracy`` stays
-        the proxy's (rung 0)."""
+        failed when it is None. Post: the ``rungs`` table gains the rung (``kind`` ``rung``:
+        val_accuracy, train_seconds, weights, weights_sha256, reason), read back as
+        :attr:`Trial.rungs`; the row's own ``val_accuracy`` stays the proxy's (rung 0)."""
         _require_int(rung, "rung", minimum=1)
         _require_finite(train_seconds, "train_seconds")
         entry: dict[str, Any] = {"rung": rung, "val_accuracy": val_accuracy,
@@ -578,7 +595,7 @@ class Journal:
         before = self.get(ident)
         if before.status != "done":  # before hashing files that may not exist
             raise _state_error(ident, before.status, "promote", ("done",))
-        _require_next_rung(ident, before.extra, rung)
+        _require_next_rung(ident, len(before.rungs), rung)
         if val_accuracy is not None:
             _require_fraction(val_accuracy, "val_accuracy")
             if weights_path is None:
@@ -588,11 +605,8 @@ class Journal:
                                                                               rel)}
         with self._write() as conn:
             self._require_status(conn, ident, ("done",), "promote")
-            extra = json.loads(conn.execute("SELECT extra FROM individuals WHERE id = ?",
-                                            (ident,)).fetchone()[0])
-            _require_next_rung(ident, extra, rung)
-            extra["rungs"] = [*extra.get("rungs", []), entry]
-            self._set(conn, ident, extra=_dumps_object(extra, "extra"))
+            _require_next_rung(ident, _last_number(conn, ident, "rung"), rung)
+            _insert_rung(conn, ident, "rung", rung, entry)
 
     def reference(self, ident: int, generation: int, *, val_accuracy: float | None,
                   train_seconds: float, weights_path: str | None = None,
@@ -602,8 +616,8 @@ class Journal:
 
         Pre: ``ident`` is the seed, ``done``; ``generation`` is one more than its last recorded
         reference (from 1); ``weights_path`` holds the reference's state when ``val_accuracy``
-        is given. Post: ``extra["references"]`` gains ``{generation, val_accuracy,
-        train_seconds, weights, weights_sha256, reason}``."""
+        is given. Post: the ``rungs`` table gains it (``kind`` ``reference``, numbered by
+        generation), read back as :attr:`Trial.references`."""
         _require_int(generation, "generation", minimum=1)
         _require_finite(train_seconds, "train_seconds")
         entry: dict[str, Any] = {"generation": generation, "val_accuracy": val_accuracy,
@@ -620,14 +634,11 @@ class Journal:
                                                                               rel)}
         with self._write() as conn:
             self._require_status(conn, ident, ("done",), "reference")
-            extra = json.loads(conn.execute("SELECT extra FROM individuals WHERE id = ?",
-                                            (ident,)).fetchone()[0])
-            known = [r["generation"] for r in extra.get("references", [])]
-            if generation != (known[-1] if known else 0) + 1:
+            last = _last_number(conn, ident, "reference")
+            if generation != last + 1:
                 raise JournalStateError(f"individual {ident}: reference generation {generation} "
-                                        f"after {known[-1] if known else 0}")
-            extra["references"] = [*extra.get("references", []), entry]
-            self._set(conn, ident, extra=_dumps_object(extra, "extra"))
+                                        f"after {last}")
+            _insert_rung(conn, ident, "reference", generation, entry)
 
     def begin_session(self) -> int:
         """A search session starts (a run or a resume); its id, for :meth:`heartbeat`."""
@@ -659,7 +670,9 @@ class Journal:
             row = self._conn.execute(f"{_SELECT} WHERE id = ?", (ident,)).fetchone()
         if row is None:
             raise KeyError(f"no individual {ident} in the journal {self.path}")
-        return _individual(row, self.path, self._values(ident))
+        rungs = self._rungs(ident)
+        return _individual(row, self.path, self._values(ident),
+                           None if rungs is None else rungs.get(ident, {}))
 
     def individuals(self, status: str | None = None) -> list[Individual]:
         """Every individual (or those with ``status``), by ascending id."""
@@ -669,8 +682,30 @@ class Journal:
                                                             (status,))
         with self._mutex:
             rows = self._conn.execute(f"{query} ORDER BY id", args).fetchall()
-        values = self._values()
-        return [_individual(row, self.path, values.get(row["id"], {})) for row in rows]
+        values, rungs = self._values(), self._rungs()
+        return [_individual(row, self.path, values.get(row["id"], {}),
+                            None if rungs is None else rungs.get(row["id"], {}))
+                for row in rows]
+
+    def _rungs(self, ident: int | None = None) -> dict[int, dict[str, list[Rung]]] | None:
+        """The ``rungs`` table by trial and kind (of ``ident`` alone if given), in number
+        order; None in a journal older than schema 4 opened read-only (its rungs are in
+        ``extra``)."""
+        query = ("SELECT trial, kind, number, val_accuracy, train_seconds, weights, "
+                 "weights_sha256, reason FROM rungs")
+        args: tuple = ()
+        if ident is not None:
+            query, args = f"{query} WHERE trial = ?", (ident,)
+        with self._mutex:
+            try:
+                rows = self._conn.execute(f"{query} ORDER BY trial, kind, number", args).fetchall()
+            except sqlite3.OperationalError:
+                return None
+        found: dict[int, dict[str, list[Rung]]] = {}
+        for trial, kind, number, acc, seconds, weights, digest, reason in rows:
+            found.setdefault(trial, {}).setdefault(kind, []).append(
+                Rung(number, acc, float(seconds), weights, digest, reason))
+        return found
 
     def _values(self, ident: int | None = None) -> Any:
         """``trial_values`` by trial (or of ``ident``); empty in a journal older than schema 3
@@ -818,9 +853,40 @@ def identity_differences(stored: Mapping[str, Any], expected: Mapping[str, Any])
     return lines
 
 
-def _require_next_rung(ident: int, extra: Mapping[str, Any], rung: int) -> None:
-    rungs = extra.get("rungs", [])
-    last = rungs[-1]["rung"] if rungs else 0
+def _last_number(conn: sqlite3.Connection, ident: int, kind: str) -> int:
+    """The number of ``ident``'s last ``kind`` row in ``rungs`` (0 when it has none)."""
+    return int(conn.execute("SELECT COALESCE(MAX(number), 0) FROM rungs WHERE trial = ? AND "
+                            "kind = ?", (ident, kind)).fetchone()[0])
+
+
+def _insert_rung(conn: sqlite3.Connection, ident: int, kind: str, number: int,
+                 entry: Mapping[str, Any]) -> None:
+    conn.execute("INSERT INTO rungs (trial, kind, number, val_accuracy, train_seconds, weights, "
+                 "weights_sha256, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (ident, kind, number, entry.get("val_accuracy"), entry["train_seconds"],
+                  entry.get("weights"), entry.get("weights_sha256"), entry.get("reason")))
+
+
+def _move_rungs(conn: sqlite3.Connection) -> None:
+    """Move the rungs and references an older journal kept in ``extra`` into ``rungs``
+    (inside the caller's transaction; entries already there are left as they are)."""
+    rows = conn.execute("SELECT id, extra FROM individuals WHERE extra LIKE '%\"rungs\"%' OR "
+                        "extra LIKE '%\"references\"%'").fetchall()
+    for ident, text in rows:
+        extra = json.loads(text)
+        for kind, (key, number) in _EXTRA_RUNGS.items():
+            for entry in extra.pop(key, []):
+                conn.execute("INSERT OR IGNORE INTO rungs (trial, kind, number, val_accuracy, "
+                             "train_seconds, weights, weights_sha256, reason) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?)",
+                             (ident, kind, int(entry[number]), entry.get("val_accuracy"),
+                              float(entry.get("train_seconds") or 0.0), entry.get("weights"),
+                              entry.get("weights_sha256"), entry.get("reason")))
+        conn.execute("UPDATE individuals SET extra = ? WHERE id = ?",
+                     (_dumps_object(extra, "extra"), ident))
+
+
+def _require_next_rung(ident: int, last: int, rung: int) -> None:
     if rung != last + 1:
         raise JournalStateError(f"cannot promote individual {ident} to rung {rung}: its last "
                                 f"rung is {last}")
@@ -963,12 +1029,24 @@ def _configure_writer(conn: sqlite3.Connection, path: Path) -> None:
         raise JournalError(f"cannot put the journal {path} in WAL mode (got {mode})",
                            hint="keep run directories on a local filesystem")
     if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-        conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_1_TO_2} {_MIGRATE_TO_3} "
-                           f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for script in (_MIGRATE_1_TO_2, _MIGRATE_TO_3, _MIGRATE_TO_4):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            _move_rungs(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
-def _individual(row: sqlite3.Row, path: Path, stored: Mapping[str, float] | None = None
-                ) -> Trial:
+def _individual(row: sqlite3.Row, path: Path, stored: Mapping[str, float] | None = None,
+                rungs: Mapping[str, list[Rung]] | None = None) -> Trial:
+    """A Trial from its row, its ``trial_values`` (``stored``) and its ``rungs`` rows by kind
+    (None: a journal older than schema 4, whose rungs are in ``extra``)."""
     values = {name: row[name] for name in _COLUMNS}
     try:
         for name in _JSON_COLUMNS:
@@ -980,7 +1058,12 @@ def _individual(row: sqlite3.Row, path: Path, stored: Mapping[str, float] | None
     # the objectives kept in their own columns (older journals have only these)
     costs = {o.name: float(values[o.column]) for o in OBJECTIVES.values()
              if o.column in values and values[o.column] is not None}
-    return Trial(**values, values={**costs, **(stored or {})})
+    if rungs is None:
+        extra = values["extra"] or {}
+        rungs = {kind: [Rung.from_entry(e, number) for e in extra.get(key, [])]
+                 for kind, (key, number) in _EXTRA_RUNGS.items()}
+    return Trial(**values, values={**costs, **(stored or {})},
+                 rungs=tuple(rungs.get("rung", ())), references=tuple(rungs.get("reference", ())))
 
 
 def _dumps(value: Any, what: str) -> str | None:

@@ -38,6 +38,7 @@ class Member:
     seconds: float = 0.0  # worker time over all rungs
     generation: int = 0  # fine-tunes since the seed's training (the seed: 0)
     plan: tuple = ()  # how its weights start from its parent's (the mutation's weight_plan)
+    boundaries: tuple = ()  # where its changed parts meet its parent (what distillation trains)
 
     @property
     def val_accuracy(self) -> float | None:

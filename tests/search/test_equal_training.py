@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 import alphac
+from alphac.runtime.recipe import Recipe
 from alphac.search.api import recipes
 from alphac.search.budget import Budget
 from alphac.search.budget import work as _work
@@ -94,16 +95,16 @@ def test_the_final_training_starts_from_the_search_weights_and_the_seed_from_its
 
 def test_recipes_train_the_seed_fully_and_fine_tune_children_gently():
     proxy, final, seed = recipes(steps=40, lr=0.05, subset=3000)
-    assert seed == {"batch_size": 64, "lr": 0.05, "subset": 3000, "epochs": 3.0, "steps": 120}
-    assert proxy["steps"] == 40 and proxy["lr"] == pytest.approx(0.01)
-    assert (proxy["warmup"], proxy["schedule"], proxy["augment"]) == (0.0, "cosine", False)
+    assert seed == Recipe(batch_size=64, lr=0.05, subset=3000, epochs=3.0, steps=120)
+    assert proxy.steps == 40 and proxy.lr == pytest.approx(0.01)
+    assert (proxy.warmup, proxy.schedule, proxy.augment) == (0.0, "cosine", False)
     assert final == proxy
     # an explicit seed schedule wins over the default of three proxies
-    assert recipes(steps=40, seed_epochs=2.0)[2]["epochs"] == 2.0
-    assert "steps" not in recipes(steps=40, seed_epochs=2.0)[2]
-    assert recipes(steps=40, seed_steps=7)[2]["steps"] == 7
+    assert recipes(steps=40, seed_epochs=2.0)[2].epochs == 2.0
+    assert recipes(steps=40, seed_epochs=2.0)[2].steps is None
+    assert recipes(steps=40, seed_steps=7)[2].steps == 7
     _, scratch, _ = recipes(steps=40, final_init="scratch")
-    assert scratch["steps"] == 120 and "warmup" not in scratch
+    assert scratch.steps == 120 and scratch.warmup == Recipe().warmup  # the seed's schedule
     with pytest.raises(alphac.errors.UserError, match="final-init"):
         SearchSettings(final_init="pretrained")
 

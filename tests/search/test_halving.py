@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alphac.errors import UserError
+from alphac.runtime.recipe import Recipe
 from alphac.search.budget import Budget
 from alphac.search.budget import scaled as _scaled
 from alphac.search.budget import work as _work
@@ -68,8 +69,8 @@ def test_scores_compare_with_the_seed_at_the_same_rung():
 
 
 def test_schedules_scale_in_steps_or_epochs():
-    assert _scaled({"steps": 10, "batch_size": 8}, 2) == {"steps": 20, "batch_size": 8}
-    assert _scaled({"epochs": 1.0}, 3)["epochs"] == 3.0
+    assert _scaled(Recipe(steps=10, batch_size=8), 2) == Recipe(steps=20, batch_size=8)
+    assert _scaled({"epochs": 1.0}, 3).epochs == 3.0  # a stored settings dict reads as a Recipe
     assert _work({"steps": 10, "batch_size": 8}) == 80
     assert _work({"epochs": 2.0, "subset": 100}) == 200
 
@@ -85,3 +86,16 @@ def test_budgets_parse_and_settings_refuse_bad_values():
                          ({"max_accuracy_drop": -1.0}, "--max-accuracy-drop must be")):
         with pytest.raises(UserError, match=message):
             SearchSettings(**bad)
+
+
+def test_settings_hold_recipes_as_values_and_read_stored_dicts():
+    """A stored run gives its recipes as JSON dicts; the settings hold Recipe values, and
+    asdict (what the journal stores) gives the dicts back."""
+    from dataclasses import asdict
+
+    settings = SearchSettings(proxy={"steps": 4, "batch_size": 8}, final=Recipe(steps=2))
+    assert settings.proxy == Recipe(steps=4, batch_size=8) and settings.final.steps == 2
+    stored = asdict(settings)
+    assert stored["proxy"]["steps"] == 4 and SearchSettings(**stored) == settings
+    with pytest.raises(UserError, match="batch size"):
+        SearchSettings(proxy={"batch_size": 0})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 import os
 import random
@@ -433,9 +434,10 @@ def test_promote_records_rungs_in_order_with_their_weights(journal):
     journal.promote(a, 2, val_accuracy=None, train_seconds=0.5, reason="diverged")
     ind = journal.get(a)
     assert ind.val_accuracy == 0.5  # the row keeps the proxy's accuracy
-    assert [(r["rung"], r["val_accuracy"], r["reason"]) for r in ind.extra["rungs"]] == [
+    assert [(r.rung, r.val_accuracy, r.reason) for r in ind.rungs] == [
         (1, 0.7, None), (2, None, "diverged")]
-    assert ind.extra["rungs"][0]["weights_sha256"] == hashlib.sha256(b"rung one").hexdigest()
+    assert ind.rungs[0].weights_sha256 == hashlib.sha256(b"rung one").hexdigest()
+    assert "rungs" not in ind.extra  # in their own table (schema 4)
     row = journal.history_rows()[0]
     assert (row["rung"], row["rung_val_accuracy"], row["val_accuracy"]) == (1, 0.7, 0.5)
     assert journal.check() == []
@@ -513,7 +515,7 @@ def test_a_schema_2_journal_gains_trial_values_when_a_writer_opens_it(tmp_path):
         assert reader.schema_version == 2
         assert reader.get(1).values == {"params": 10.0, "flops": 20.0}
     with Journal.open(run) as writer:
-        assert writer.schema_version == SCHEMA_VERSION == 3
+        assert writer.schema_version == SCHEMA_VERSION
         ident = writer.add(1, {"kind": "k"}, 1, "fp1")
         write_files(writer, ident)
         writer.start(ident, "w0")
@@ -521,3 +523,44 @@ def test_a_schema_2_journal_gains_trial_values_when_a_writer_opens_it(tmp_path):
                       train_seconds=1.0, values={"nodes": 7})
         assert writer.get(ident).values["nodes"] == 7.0
         assert writer.check() == []
+
+
+def test_a_schema_3_journal_moves_its_rungs_into_their_table_when_a_writer_opens_it(tmp_path):
+    """Schema 3 kept rungs and references in the trial's extra JSON: read-only they are read
+    from there; a writer moves them into ``rungs`` (once) and the search goes on from them."""
+    from alphac.search.journal import Rung
+
+    run = tmp_path / "run"
+    with Journal.create(run, SETTINGS, IDENTITY) as made:
+        seed = made.add(None, None, 0, "fp")
+        run_to_done(made, seed)
+    old_rungs = [{"rung": 1, "val_accuracy": 0.7, "train_seconds": 2.0, "weights": "r1.pt",
+                  "weights_sha256": "ab", "reason": None},
+                 {"rung": 2, "val_accuracy": None, "train_seconds": 0.5, "reason": "diverged"}]
+    old_refs = [{"generation": 1, "val_accuracy": 0.8, "train_seconds": 1.0, "weights": "g1.pt",
+                 "weights_sha256": "cd", "reason": None}]
+    conn = sqlite3.connect(run / JOURNAL_NAME)
+    conn.execute("DROP TABLE rungs")
+    conn.execute("UPDATE individuals SET extra = ? WHERE id = ?",
+                 (json.dumps({"rungs": old_rungs, "references": old_refs, "note": 1}), seed))
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    expected_rungs = (Rung(1, 0.7, 2.0, "r1.pt", "ab"), Rung(2, None, 0.5, reason="diverged"))
+    expected_refs = (Rung(1, 0.8, 1.0, "g1.pt", "cd"),)
+    with Journal.open(run, readonly=True) as reader:
+        assert reader.schema_version == 3
+        trial = reader.get(seed)
+        assert (trial.rungs, trial.references) == (expected_rungs, expected_refs)
+    with Journal.open(run) as writer:
+        assert writer.schema_version == SCHEMA_VERSION == 4
+        trial = writer.get(seed)
+        assert (trial.rungs, trial.references) == (expected_rungs, expected_refs)
+        assert trial.extra == {"note": 1}  # moved, not copied
+        (writer.run_dir / "g2.pt").write_bytes(b"g2")
+        writer.reference(seed, 2, val_accuracy=0.81, train_seconds=1.0, weights_path="g2.pt")
+        with pytest.raises(JournalStateError, match="last rung is 2"):
+            writer.promote(seed, 2, val_accuracy=0.7, train_seconds=1.0, weights_path="g2.pt")
+        assert [r.rung for r in writer.individuals()[0].references] == [1, 2]
+    with Journal.open(run) as again:  # a second writer moves nothing twice
+        assert [r.rung for r in again.get(seed).references] == [1, 2]

@@ -1,0 +1,71 @@
+"""How a child starts: its parent's trained weights, then its changed parts distilled.
+
+A child made by one mutation takes its parent's best-trained state by name and shape, plus the
+channels the mutation's ``weight_plan`` maps (:func:`alphac.codegen.inherit_weights`). With
+``distill_steps`` > 0 its changed parts (the mutation's ``boundaries``) are then trained to
+compute what the parent computed there (:func:`alphac.runtime.distill.distill`), on the proxy's
+training images, loaded once in the driver. The search and its resume both start children here,
+so a child replayed after a crash starts from the same weights (distillation is seeded). Example::
+
+    starter = Starter(settings, layout)
+    info = starter.start(child.gm, parent_member, child.record.weight_plan,
+                         child.record.boundaries, seed=1234)
+    info["error_before"], info["error_after"]      # None where nothing was distilled
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from alphac.codegen import inherit_weights
+from alphac.errors import UserError
+from alphac.search.layout import RunLayout
+from alphac.search.schedule import Member
+
+__all__ = ["Starter"]
+
+
+class Starter:
+    """Starts children of a search with ``settings`` (``distill_steps``, the proxy recipe, the
+    target, seed, data folder and device) from the trained weights ``layout`` names."""
+
+    def __init__(self, settings: Any, layout: RunLayout) -> None:
+        self.s, self.layout = settings, layout
+        self._data: Any = None
+
+    def start(self, gm: Any, parent: Member, plan: tuple = (), boundaries: tuple = (),
+              seed: int = 0) -> dict[str, Any] | None:
+        """``gm`` takes ``parent``'s best-trained weights (the channels ``plan`` maps
+        included); then, with ``distill_steps``, its parts named by ``boundaries`` learn the
+        parent's values there, seeded by ``seed``. What distillation did (JSON-ready), or None
+        where it did not run (no trained parent yet, nothing changed, distillation off)."""
+        trained = self.layout.path(parent.weights[-1]) if parent.weights else None
+        if trained is None or not trained.is_file():
+            return None
+        state = torch.load(trained, map_location="cpu", weights_only=True)
+        inherit_weights(gm, state, plan=plan)
+        if not self.s.distill_steps or not boundaries:
+            return None
+        from alphac.runtime.distill import distill
+
+        teacher = copy.deepcopy(parent.gm)
+        teacher.load_state_dict(state)
+        try:
+            data = self.data()
+        except UserError as exc:  # the driver cannot read the data (a Ray head without it)
+            return {"skipped": [f"no training data here: {exc}"]}
+        done = distill(teacher, gm, boundaries, data, steps=self.s.distill_steps, seed=seed)
+        gm.to("cpu")
+        return done.to_dict()
+
+    def data(self) -> Any:
+        """The proxy's training images, loaded once in this process."""
+        if self._data is None:
+            from alphac.runtime.train import load_task_data
+
+            self._data = load_task_data(self.s.target, self.s.proxy, seed=self.s.seed,
+                                        data_dir=self.s.data_dir, device=self.s.device)
+        return self._data
