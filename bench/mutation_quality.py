@@ -11,6 +11,8 @@ Each child inherits the parent's trained weights with :func:`alphac.codegen.inhe
 with the mutation's ``record.weight_plan`` where the record has one (the channel plan), else by
 name and shape only; the report says which. Before any training its validation accuracy is
 measured with that inheritance and, when a non-empty plan exists, with name-only inheritance too.
+With ``--distill-steps N`` each child's changed parts are then distilled on the parent's values
+at their boundaries (:func:`alphac.runtime.distill.distill`, :data:`DISTILL`) and measured again.
 Then every child, and the parent itself under ``--parent-seeds`` seeds, gets the same short gentle
 fine-tune (:data:`FINETUNE_RECIPE`, seed ``s`` for child ``s``) and is evaluated on the validation
 split (the test split is never read).
@@ -60,10 +62,13 @@ PARENT_RECIPE: dict[str, Any] = {"epochs": 5.0, "batch_size": 128, "lr": 0.1, "s
 #: warm-up, no augmentation (9,600 images, about a pass over the subset).
 FINETUNE_RECIPE: dict[str, Any] = {"steps": 150, "batch_size": 64, "lr": 0.01, "warmup": 0.0,
                                    "schedule": "cosine", "augment": False, "subset": 10_000}
+#: Block-wise distillation's settings (besides ``--distill-steps``).
+DISTILL: dict[str, Any] = {"batch_size": 64, "lr": 3e-3}
 QUICK_PARENT: dict[str, Any] = {"epochs": 1.0, "batch_size": 128, "lr": 0.1, "subset": 3_000}
 QUICK_FINETUNE: dict[str, Any] = {**FINETUNE_RECIPE, "steps": 15, "subset": 3_000}
 #: The sources whose changes invalidate cached children.
-MUTATION_SOURCES = ("alphac/codegen.py", "alphac/channels.py", "passes/transform")
+MUTATION_SOURCES = ("alphac/codegen.py", "alphac/channels.py", "passes/transform",
+                    "runtime/distill.py")
 
 
 # --- pure statistics (tests/test_bench_studies.py) ----------------------------------------------
@@ -138,6 +143,7 @@ def summarize(children: Iterable[Mapping[str, Any]], parent_reference: float) ->
     before = [r["val_before"] for r in made if r.get("val_before") is not None]
     name_only = [r["val_before_name_only"] for r in made
                  if r.get("val_before_name_only") is not None]
+    distilled = [r["val_distilled"] for r in made if r.get("val_distilled") is not None]
     return {
         "tried": len(rows), "made": len(made), "synthesis_failed": len(failed),
         "errors": len(errors), "diverged": sum(r["status"] == "diverged" for r in made),
@@ -153,6 +159,9 @@ def summarize(children: Iterable[Mapping[str, Any]], parent_reference: float) ->
                                 if made else None),
         "val_before_median": statistics.median(before) if before else None,
         "val_before_name_only_median": statistics.median(name_only) if name_only else None,
+        "val_distilled_median": statistics.median(distilled) if distilled else None,
+        "above_40_distilled": fraction_at_least(distilled, 0.4),
+        "above_40_before": fraction_at_least(before, 0.4),
         "plan_used": sum(bool(r.get("plan_used")) for r in made),
         "plan_nonempty": sum(bool(r.get("plan_steps")) for r in made),
     }
@@ -232,11 +241,14 @@ def trained_parent(traced, data, *, recipe: Mapping[str, Any], seed: int, cache:
 
 
 def child_row(traced, parent_state, data, *, mutator: str, kind: str, seed: int,
-              finetune: Mapping[str, Any]) -> dict[str, Any]:
-    """Mutate, inherit, measure before training, fine-tune, measure: one child's JSON row."""
+              finetune: Mapping[str, Any], distill_steps: int = 0) -> dict[str, Any]:
+    """Mutate, inherit, measure before training, distil the changed parts on the parent's
+    boundary values (``distill_steps`` > 0) and measure again, fine-tune, measure: one child's
+    JSON row."""
     from alphac.codegen import inherit_weights
     from alphac.errors import SynthesisFailed
     from alphac.passes.transform.mutate import mutate
+    from alphac.runtime.distill import distill
     from alphac.runtime.train import train_and_evaluate
 
     row: dict[str, Any] = {"mutator": mutator, "kind": kind, "seed": seed}
@@ -270,6 +282,12 @@ def child_row(traced, parent_state, data, *, mutator: str, kind: str, seed: int,
             row["val_before_name_only"] = _val_accuracy(name_only_gm, data)
         else:  # no plan (or an empty one): name-only inheritance is the same thing
             row["val_before_name_only"] = row["val_before"]
+        if distill_steps:
+            parent = copy.deepcopy(traced.gm)
+            parent.load_state_dict(parent_state)
+            done = distill(parent, child.gm, record.boundaries, data, steps=distill_steps,
+                           seed=seed, **DISTILL)
+            row.update(distill=done.to_dict(), val_distilled=_val_accuracy(child.gm, data))
         metrics = train_and_evaluate(child.gm, TARGET, _recipe(finetune), seed=seed, data=data,
                                      test=False, raise_on_divergence=False)
     except Exception as exc:  # noqa: BLE001
@@ -330,13 +348,20 @@ def render(result: Mapping[str, Any]) -> str:
              f"{_pct(parent['finetune_mean'])}, std {100 * parent['finetune_std']:.2f} points "
              "(the fine-tune noise); retention is measured against that mean.", "",
              f"Weight inheritance: {result['inheritance']}.", ""]
+    distill = result.get("distill")
+    lines += [f"Block-wise distillation before the fine-tune: `{_short(distill)}` "
+              "(`alphac.runtime.distill.distill` on the record's boundaries; the parent sees "
+              f"{distill['steps'] * distill['batch_size']:,} training images forward, only the "
+              "changed parts train); `val distilled` is measured after it." if distill else
+              "No distillation before the fine-tune.", ""]
     for kind in result["kinds"]:
         per = result["summary"][kind]
         lines += [f"## kind = {kind}", "",
                   "| mutator | made / tried | synth. fail | retention median (pts) | IQR "
                   "[q1, q3] | within 1 pt | within 2 pts | collapse (<50%) | params ratio "
-                  "median | val before ft (plan) | val before ft (name only) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "median | val before ft (plan) | val before ft (name only) | val distilled | "
+                  "above 40% before / distilled |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in result["mutators"]:
             s = per[m]
             lines.append(
@@ -345,7 +370,9 @@ def render(result: Mapping[str, Any]) -> str:
                 f"[{_pts(s['retention_q1'])}, {_pts(s['retention_q3'])}] | "
                 f"{_pct(s['within_1'])} | {_pct(s['within_2'])} | {_pct(s['collapse_rate'])} | "
                 f"{_ratio(s['params_ratio_median'])} | "
-                f"{_pct(s['val_before_median'])} | {_pct(s['val_before_name_only_median'])} |")
+                f"{_pct(s['val_before_median'])} | {_pct(s['val_before_name_only_median'])} | "
+                f"{_pct(s.get('val_distilled_median'))} | {_pct(s.get('above_40_before'))} / "
+                f"{_pct(s.get('above_40_distilled'))} |")
         lines += ["", "Paired over seeds where both made a child (fine-tuned validation "
                   "accuracy, points):", "",
                   "| comparison | pairs | median difference | bootstrap 95% CI | Wilcoxon p |",
@@ -379,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tunes of the parent itself, for the noise (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="the parent's seed")
     parser.add_argument("--steps", type=int, default=None, help="fine-tune steps (default 150)")
+    parser.add_argument("--distill-steps", type=int, default=0,
+                        help="block-wise distillation steps before the fine-tune (default 0: "
+                             "none; the search's default is 300)")
     parser.add_argument("--quick", action="store_true", help="a smoke run (K=4, few steps)")
     parser.add_argument("--fresh", action="store_true", help="ignore cached children")
     parser.add_argument("--out-name", default=None,
@@ -414,8 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     reference = statistics.fmean(parent_val)
     print(f"parent fine-tuned: {[round(v, 4) for v in parent_val]}", flush=True)
     digest = sources_digest()
-    settings_key = _key({"parent": parent_recipe, "finetune": finetune, "seed": args.seed,
-                         "sources": digest})
+    distill_steps = min(args.distill_steps, 20) if args.quick else args.distill_steps
+    settings = {"parent": parent_recipe, "finetune": finetune, "seed": args.seed,
+                "sources": digest}
+    if distill_steps:
+        settings["distill"] = {**DISTILL, "steps": distill_steps}
+    settings_key = _key(settings)
     child_cache = cache / f"children-{settings_key}"
     child_cache.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -427,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
                     row = json.loads(path.read_text())
                 else:
                     row = child_row(traced, parent_state, data, mutator=m, kind=kind, seed=s,
-                                    finetune=finetune)
+                                    finetune=finetune, distill_steps=distill_steps)
                     path.write_text(json.dumps(row))
                 rows.append(row)
                 acc = row.get("val_accuracy")
                 print(f"{kind} {m:9s} seed {s:3d}: {row['status']:16s} "
                       f"before {row.get('val_before', float('nan')):.4f} "
+                      f"distilled {row.get('val_distilled', float('nan')):.4f} "
                       f"after {acc if acc is not None else float('nan'):.4f} "
                       f"params {row.get('params_ratio', float('nan')):.3f} "
                       f"({row.get('seconds')} s)", flush=True)
@@ -456,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"threads, {data.device}",
         "seed": args.seed, "k": k, "kinds": kinds, "mutators": mutators,
         "parent_recipe": parent_recipe, "finetune_recipe": finetune,
+        "distill": settings.get("distill"),
         "data": {"train": len(data.train.labels), "val": len(data.val.labels)},
         "sources_digest": digest, "inheritance": inheritance,
         "parent": {**parent_info, "finetune_val": parent_val, "finetune_mean": reference,
