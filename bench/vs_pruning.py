@@ -251,7 +251,7 @@ def run_alphac(model_spec: str, out_dir: str | Path, *, seed: int, candidates: i
         "finetune_lr": seed_recipe["lr"] / 10, "steps": images_to_steps(child_images, batch),
         "final_steps": images_to_steps(finetune_images, batch), "candidates": candidates,
         "executor": "inline", "workers": 1, "seed": seed,
-        "max_accuracy_drop": THRESHOLD_POINTS}
+        "max_accuracy_drop": THRESHOLD_POINTS, "distill_steps": 300}
     if seed_recipe.get("test_subset"):
         settings["test_images"] = seed_recipe["test_subset"]
     settings.update(kwargs)

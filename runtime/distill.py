@@ -143,22 +143,27 @@ def _shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def _recorder(parent: fx.GraphModule, names: Sequence[str]) -> fx.GraphModule:
-    """``parent`` returning a copy of each named value, taken as soon as it is computed (a later
-    in-place op cannot change it), with nothing after the last of them."""
+    """A fresh graph computing ``parent``'s named values and only what they need, each copied as
+    soon as it is computed (a later in-place op cannot change it), returned by name."""
+    by_name = node_map(parent)
+    needed: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(n.name for n in by_name[name].all_input_nodes)
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
+    copies: dict[str, fx.Node] = {}
+    wanted = set(names)
     for node in parent.graph.nodes:
-        if node.op != "output":
+        if node.op == "placeholder" or node.name in needed:
             env[node.name] = graph.node_copy(node, lambda n: env[n.name])
-    copies = []
-    for name in names:
-        with graph.inserting_after(env[name]):
-            copies.append(graph.call_method("clone", (env[name],)))
-    graph.output({name: c for name, c in zip(names, copies, strict=True)})
-    recorder = fx.GraphModule(parent, graph, class_name="Recorder")
-    recorder.graph.eliminate_dead_code()
-    recorder.recompile()
-    return recorder
+            if node.name in wanted:
+                copies[node.name] = graph.call_method("clone", (env[node.name],))
+    graph.output({name: copies[name] for name in names})
+    return fx.GraphModule(parent, graph, class_name="Recorder")
 
 
 def _record(recorder: fx.GraphModule, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -138,7 +138,7 @@ class SearchSettings:
     budget_s: float | None = None
     rungs: int = _DEFAULT["rungs"]
     eta: int = _DEFAULT["eta"]
-    distill_steps: int = _DEFAULT["distill_steps"]
+    distill_steps: int | None = _DEFAULT["distill_steps"]
 
     def __post_init__(self) -> None:
         for name in ("proxy", "final", "seed_recipe"):  # a stored run gives its recipes as dicts
@@ -165,7 +165,8 @@ class SearchSettings:
                   (self.final_init in FINAL_INITS, "--final-init must be inherited or scratch, "
                    f"got {self.final_init!r}"),
                   (self.eta >= 2, f"--eta must be at least 2, got {self.eta}"),
-                  (self.distill_steps >= 0, "--distill-steps must be 0 (off) or more, got "
+                  (self.distill_steps is None or self.distill_steps >= 0,
+                   "--distill-steps must be 0 (off) or more, got "
                    f"{self.distill_steps}")]
         for ok, message in checks:
             if not ok:

@@ -77,9 +77,10 @@ _ROWS = (
            "the proxy).", show_default=False),
     Option("finetune_lr", float | None, None, "Peak learning rate of the children's fine-tune "
            "(default --lr / 5).", show_default=False),
-    Option("distill_steps", int, 300, "Before its fine-tune, train each child's changed parts "
-           "for this many steps to compute what its parent computed there (block-wise "
-           "distillation; 0: off)."),
+    Option("distill_steps", int | None, None, "Before its fine-tune, train each child's changed "
+           "parts for this many steps to compute what its parent computed there (block-wise "
+           "distillation; default 3 times the proxy's steps, at most 300; 0: off).",
+           show_default=False),
     Option("final_init", str, "inherited", "inherited: the front is fine-tuned from its search "
            "weights; scratch: retrained from scratch."),
     Option("rungs", int, 0, "Successive-halving rungs above the proxy (0: off)."),

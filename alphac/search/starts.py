@@ -2,7 +2,7 @@
 
 A child made by one mutation takes its parent's best-trained state by name and shape, plus the
 channels the mutation's ``weight_plan`` maps (:func:`alphac.codegen.inherit_weights`). With
-``distill_steps`` > 0 its changed parts (the mutation's ``boundaries``) are then trained to
+``distill_steps`` > 0 (by default 3 times the proxy's steps, at most 300) its changed parts (the mutation's ``boundaries``) are then trained to
 compute what the parent computed there (:func:`alphac.runtime.distill.distill`), on the proxy's
 training images, loaded once in the driver. The search and its resume both start children here,
 so a child replayed after a crash starts from the same weights (distillation is seeded). Example::
@@ -22,10 +22,26 @@ import torch
 
 from alphac.codegen import inherit_weights
 from alphac.errors import UserError
+from alphac.search.budget import work
 from alphac.search.layout import RunLayout
 from alphac.search.schedule import Member
 
-__all__ = ["Starter"]
+__all__ = ["DISTILL_STEPS_MAX", "Starter", "distill_steps"]
+
+#: The default distillation: three steps per step of the proxy, at most this many (a
+#: distillation step costs a parent forward and the parts' backward, well under a training step).
+DISTILL_STEPS_MAX = 300
+
+
+def distill_steps(settings: Any) -> int:
+    """The distillation steps per child: ``settings.distill_steps``, or by default 3 times the
+    proxy's steps (:func:`~alphac.search.budget.work` / batch size), at most
+    :data:`DISTILL_STEPS_MAX`. On small_cnn 50 steps lifted the median rewrite child from 11%
+    to 69% validation accuracy before any fine-tune, 300 to 74% (bench/results)."""
+    if settings.distill_steps is not None:
+        return int(settings.distill_steps)
+    proxy_steps = work(settings.proxy) / settings.proxy.batch_size
+    return int(min(DISTILL_STEPS_MAX, round(3 * proxy_steps)))
 
 
 class Starter:
@@ -47,7 +63,8 @@ class Starter:
             return None
         state = torch.load(trained, map_location="cpu", weights_only=True)
         inherit_weights(gm, state, plan=plan)
-        if not self.s.distill_steps or not boundaries:
+        steps = distill_steps(self.s)
+        if not steps or not boundaries:
             return None
         from alphac.runtime.distill import distill
 
@@ -57,7 +74,7 @@ class Starter:
             data = self.data()
         except UserError as exc:  # the driver cannot read the data (a Ray head without it)
             return {"skipped": [f"no training data here: {exc}"]}
-        done = distill(teacher, gm, boundaries, data, steps=self.s.distill_steps, seed=seed)
+        done = distill(teacher, gm, boundaries, data, steps=steps, seed=seed)
         gm.to("cpu")
         return done.to_dict()
 

@@ -61,3 +61,16 @@ def test_distill_steps_zero_turns_it_off_and_resume_keeps_the_setting(tmp_path: 
                             resume=True, **TINY)
     assert again.report["settings"]["distill_steps"] == 0  # what defines the run is kept
     assert all("distill" not in t.mutation for t in _children(out))
+
+
+def test_the_default_distillation_follows_the_proxy():
+    from alphac.runtime.recipe import Recipe
+    from alphac.search.driver import SearchSettings
+    from alphac.search.starts import DISTILL_STEPS_MAX, distill_steps
+
+    assert distill_steps(SearchSettings(proxy=Recipe(steps=5, batch_size=8))) == 15
+    one_epoch = Recipe(epochs=1.0, batch_size=64, subset=6000)  # 94 steps
+    assert distill_steps(SearchSettings(proxy=one_epoch)) == 281
+    assert distill_steps(SearchSettings(proxy=Recipe(steps=1000))) == DISTILL_STEPS_MAX
+    assert distill_steps(SearchSettings(distill_steps=7)) == 7
+    assert distill_steps(SearchSettings(distill_steps=0)) == 0
