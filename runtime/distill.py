@@ -58,7 +58,7 @@ class DistillResult:
 
 
 def distill(parent: fx.GraphModule, child: fx.GraphModule, boundaries: Sequence[Boundary],
-            data: TaskData, *, steps: int = 200, batch_size: int = 64, lr: float = 1e-3,
+            data: TaskData, *, steps: int = 300, batch_size: int = 64, lr: float = 3e-3,
             seed: int = 0, tolerance: float = 1e-4) -> DistillResult:
     """Train each part of ``child`` named by ``boundaries`` on ``parent``'s values at its
     boundary (see the module docstring); ``child``'s other weights and ``parent`` are left as
