@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from alphac.analysis import AnalysisManager
-from alphac.codegen import generate_code
 from alphac.errors import SynthesisFailed, TrainingError, UserError
 from alphac.frontends import TracedModel, find_blocks, load
 from alphac.passes.analysis.cost import model_cost
@@ -53,8 +52,8 @@ from alphac.runtime.device import resolve_device
 from alphac.runtime.recipe import Recipe
 from alphac.runtime.targets import get_target
 from alphac.search import faults
-from alphac.search.budget import Budget, as_recipe, scaled
-from alphac.search.candidate import CandidateResult, CandidateTask
+from alphac.search.budget import Budget, as_recipe
+from alphac.search.candidate import CandidateResult
 from alphac.search.events import (
     Event,
     FailedEvent,
@@ -69,13 +68,15 @@ from alphac.search.events import (
 )
 from alphac.search.executors import LOST, Executor, InlineExecutor, LocalExecutor
 from alphac.search.final import finish
+from alphac.search.jobs import Jobs
 from alphac.search.journal import Journal
 from alphac.search.layout import RunLayout
-from alphac.search.objectives import OBJECTIVES, Measured, get_objective
+from alphac.search.objectives import OBJECTIVES, Measured
 from alphac.search.options import defaults, names
+from alphac.search.population import Population
 from alphac.search.results import RunResult
-from alphac.search.schedule import PROPOSERS, Member, next_promotion, next_reference, score
-from alphac.search.selection import Candidate, best_within, pareto_front
+from alphac.search.schedule import PROPOSERS, Member
+from alphac.search.selection import best_within, pareto_front
 from alphac.search.starts import Starter
 
 __all__ = ["OBJECTIVES", "STRATEGIES", "SearchResult", "SearchSettings", "optimize"]
@@ -178,24 +179,23 @@ SearchResult = RunResult
 
 
 class _Search:
-    """One session of a search: its members, the seed's references, and the loop that keeps
-    every worker busy. Files are named by :class:`~alphac.search.layout.RunLayout`, jobs are
-    chosen by :mod:`alphac.search.schedule`, time by :class:`~alphac.search.budget.Budget`,
-    and every step is journalled and told to the watcher as a typed event
-    (:mod:`alphac.search.events`)."""
+    """One session of a search: the loop that keeps every worker busy. What it holds is a
+    :class:`~alphac.search.population.Population` (the trials, the seed's references, the jobs
+    in flight), asked what to do next (:mod:`alphac.search.schedule`); files are named by
+    :class:`~alphac.search.layout.RunLayout`, time by :class:`~alphac.search.budget.Budget`,
+    and every step is journalled, then told to the population and, as a typed event
+    (:mod:`alphac.search.events`), to the watcher."""
 
     def __init__(self, traced: TracedModel, journal: Journal, settings: SearchSettings,
                  run_dir: Path, on_event: Callable[..., Any] | None) -> None:
         self.traced, self.journal, self.s = traced, journal, settings
         self.layout = RunLayout(Path(run_dir))
         self.tell = listener(on_event)
-        self.members: dict[int, Member] = {}
+        self.pop = Population(rungs=settings.rungs, eta=settings.eta)
         #: One manager for every mutation of the search: members' facts and the memo tables
         #: are reused from one child to the next (mutate's results never depend on them).
         self.am = AnalysisManager()
-        self.seed_id: int | None = None
         self.retries: dict[tuple[int, int], int] = {}
-        self.inflight: set[tuple[int, int]] = set()
         self.session = journal.begin_session()
         self.budget = Budget(settings.budget_s, journal.elapsed_seconds(), settings.proxy,
                              settings.final)
@@ -203,14 +203,8 @@ class _Search:
         self.overhead_children = 0
         self.synthesis_failures = 0
         self.executor: Executor | None = None
-        #: the seed's equal-training references: generation -> (val accuracy, weights path)
-        self.refs: dict[int, tuple[float, str]] = {}
-        self.refs_stuck = False  # a reference failed: later generations use the deepest one
         self.starter = Starter(settings, self.layout)  # a child's weights: inherited, distilled
-
-    @property
-    def run_dir(self) -> Path:
-        return self.layout.root
+        self.jobs = Jobs(settings, self.layout, self.pop, self.search_seed)
 
     @property
     def search_seed(self) -> int:
@@ -223,70 +217,32 @@ class _Search:
         self.tell(replace(event, progress=self.progress()))
 
     # ---- individuals ------------------------------------------------------------------------
-    def task(self, ident: int, test: bool = False, recipe: Recipe | None = None,
-             save_to: Path | None = None, weights: Path | None = None,
-             rung: int = 0) -> CandidateTask:
-        """The job that trains ``ident`` (by default its first training: the seed's recipe for
-        the seed, the proxy for a child) from ``weights`` (its ``weights.pt``) to ``save_to``
-        (its ``trained.pt``); ``rung`` > 0 continues a promotion, < 0 a seed reference."""
-        folder, seeded = self.layout.candidate(ident), ident == self.seed_id
-        return CandidateTask(
-            ident, self.code_of(ident), str(weights or folder / "weights.pt"),
-            self.s.target, (recipe or (self.s.seed_recipe if seeded and rung == 0
-                                       else self.s.proxy)).to_dict(),
-            seed=(self.s.seed if seeded else self.search_seed) + ident + 7919 * rung,
-            device=self.s.device, data_dir=self.s.data_dir, test=test,
-            latency=get_objective(self.s.objective).in_worker and rung == 0,
-            save_to=str(save_to or folder / "trained.pt"), rung=rung)
-
-    def _job(self, ident: int, rung: int) -> CandidateTask:
-        """The task of job (``ident``, ``rung``): a first training, a promotion from rung
-        ``rung - 1`` to ``eta ** rung`` proxies, or (``rung`` = -g) the seed fine-tuned once
-        more from its reference g - 1."""
-        if rung == 0:
-            return self.task(ident)
-        if rung < 0:
-            start, save = self.refs[-rung - 1][1], self.layout.reference(ident, -rung)
-            return self.task(ident, weights=self.layout.path(start),
-                             save_to=self.layout.path(save), rung=rung)
-        eta = self.s.eta
-        return self.task(ident, recipe=scaled(self.s.proxy, eta ** rung - eta ** (rung - 1)),
-                         weights=self.layout.path(self.members[ident].weights[-1]),
-                         save_to=self.layout.path(self.layout.trained(ident, rung)), rung=rung)
-
-    def code_of(self, ident: int) -> str:
-        """The individual's model.py text, generated here from its graph (so a resumed run never
-        executes code read from the run directory)."""
-        member = self.members[ident]
-        if not member.code:
-            member.code = generate_code(member.gm)
-        return member.code
-
-    def write(self, ident: int) -> None:
-        """``ident``'s model.py and starting weights, in its folder."""
-        self.layout.write(ident, self.code_of(ident), self.members[ident].gm)
-
     def add_seed(self) -> int:
         gm = self.traced.gm
         ident = self.journal.add(None, None, self.s.seed, model_fingerprint(gm),
                                  self.layout.rel("model.py", 1), self.layout.rel("weights.pt", 1))
-        self.members[ident] = Member(ident, gm, self.traced.blocks)
-        self.seed_id = ident
-        self.write(ident)
+        self.pop.add(Member(ident, gm, self.traced.blocks), seed=True)
+        self.jobs.write(ident)
         return ident
+
+    def child(self, parent: Member, seed: int) -> tuple[Member, Any]:
+        """``parent``'s child by the mutation of ``seed`` (deterministic), not yet numbered."""
+        child = mutate(parent.gm, parent.blocks, self.traced.example_inputs, seed=seed,
+                       mutator=self.s.mutator, am=self.am)
+        return Member(0, child.gm, find_blocks(child.gm, None), generation=parent.generation + 1,
+                      plan=child.record.weight_plan, boundaries=child.record.boundaries), child
 
     def spawn(self) -> int | None:
         """A new child of a chosen parent, written and journalled; None if mutation failed."""
         began = time.monotonic()
         ident = self.journal.next_id()
-        rng = random.Random(f"alphac-select-{self.search_seed}-{ident}")
-        parent = self.members[self._choose_parent(rng)]
+        parent = self.pop.members[self._choose_parent(
+            random.Random(f"alphac-select-{self.search_seed}-{ident}"))]
         seed = self.search_seed * 1_000_003 + ident
         try:
             if faults.injected("synthesis", ident):
                 raise SynthesisFailed("synthesis timed out (injected by ALPHAC_FAULT)")
-            child = mutate(parent.gm, parent.blocks, self.traced.example_inputs, seed=seed,
-                           mutator=self.s.mutator, am=self.am)
+            member, child = self.child(parent, seed)
         except SynthesisFailed as exc:
             failed = self.journal.add(parent.id, {"failed": exc.reason}, seed, "")
             self.journal.fail(failed, f"synthesis: {exc.reason}")
@@ -294,58 +250,37 @@ class _Search:
             self.overhead_s += time.monotonic() - began
             self.say(FailedEvent(id=failed, reason=f"synthesis: {exc.reason}"))
             return None
-        started = self.starter.start(child.gm, parent, child.record.weight_plan,
-                                     child.record.boundaries, seed)
+        started = self.starter.start(member.gm, parent, member.plan, member.boundaries, seed)
         record = {**child.record.as_dict(), **({"distill": started} if started else {})}
         made = self.journal.add(parent.id, record, seed,
                                 child.record.fingerprint_child, self.layout.rel("model.py", ident),
                                 self.layout.rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
-        self.members[ident] = Member(ident, child.gm, find_blocks(child.gm, None),
-                                      generation=parent.generation + 1,
-                                      plan=child.record.weight_plan,
-                                      boundaries=child.record.boundaries)
-        self.write(ident)
+        self.pop.add(replace(member, id=ident))
+        self.jobs.write(ident)
         self.overhead_s += time.monotonic() - began
         return ident
 
-    def score(self, member: Member) -> float | None:
-        """The member's score at equal training (:func:`alphac.search.schedule.score`)."""
-        return score(member, self.members[self.seed_id], self.refs)
-
-    def next_reference(self) -> int | None:
-        deepest = max((m.generation for m in self.members.values()), default=0)
-        return next_reference(self.refs, self.refs_stuck, deepest, self.inflight)
-
-    def candidates(self) -> list[Candidate]:
-        return [Candidate(m.id, self.score(m), m.cost, m.id) for m in self.members.values()
-                if m.accs and m.cost is not None]
-
     def _choose_parent(self, rng: random.Random) -> int:
-        done = self.candidates()
-        seed = next((c for c in done if c.id == self.seed_id), None)
+        done = self.pop.candidates()
+        seed = next((c for c in done if c.id == self.pop.seed_id), None)
         if seed is None:
-            return self.seed_id
+            return self.pop.seed_id
         return PROPOSERS[self.s.strategy](done, seed, rng, self.s.population)
-
-    def next_promotion(self) -> tuple[int, int] | None:
-        """The next (id, rung) to train longer (:func:`alphac.search.schedule.next_promotion`)."""
-        return next_promotion(self.members, self.seed_id, self.s.rungs, self.s.eta,
-                              self.inflight)
 
     # ---- results ----------------------------------------------------------------------------
     def submit(self, ident: int, rung: int = 0) -> None:
         if rung == 0:
             self.journal.start(ident, self.s.executor)
-        task = self._job(ident, rung)
-        self.inflight.add((ident, rung))
+        task = self.jobs.job(ident, rung)
+        self.pop.inflight.add((ident, rung))
         self.executor.submit(task)
         self.say(Started(id=ident, rung=rung))
 
     def record(self, result: CandidateResult) -> None:
         began = time.monotonic()
         key = (result.id, result.rung)
-        self.inflight.discard(key)
+        self.pop.inflight.discard(key)
         if result.status == LOST and self.retries.get(key, 0) < 1:
             self.retries[key] = self.retries.get(key, 0) + 1
             self.say(Retried(id=result.id, rung=result.rung, reason=result.reason))
@@ -356,33 +291,31 @@ class _Search:
             else:  # the journal failed it: its worker died twice
                 self.say(FailedEvent(id=result.id, reason="worker died twice"))
             return
-        if result.rung > 0:
-            self._record_promotion(result)
-        elif result.rung < 0:
-            self._record_reference(result)
+        if result.status == LOST:  # its second attempt died too
+            result = replace(result, reason="worker died twice")
+        if result.rung != 0:
+            self._record_rung(result)
+        elif result.status != "done":
+            self._record_failed(result)
         else:
             self._record_trained(result, began)
 
+    def _record_failed(self, result: CandidateResult) -> None:
+        """A trial's first training failed (the seed's: the search cannot go on)."""
+        self.journal.fail(result.id, result.reason or result.status)
+        if result.id == self.pop.seed_id:
+            raise TrainingError(
+                f"the seed model could not be trained with the proxy recipe: "
+                f"{result.reason or result.status}",
+                hint="check that the model trains with `alphac train MODEL --target "
+                     f"{self.s.target} --steps 20`, or lower --lr")
+        self.say(FailedEvent(id=result.id, reason=result.reason))
+
     def _record_trained(self, result: CandidateResult, began: float) -> None:
-        """A trial's first training (its proxy; the seed's own recipe) finished or failed."""
-        member, seeded = self.members[result.id], result.id == self.seed_id
-        if result.status == LOST:  # its second attempt died too
-            result = replace(result, reason="worker died twice")
-        if result.status != "done":
-            self.journal.fail(result.id, result.reason or result.status)
-            if seeded:
-                raise TrainingError(
-                    f"the seed model could not be trained with the proxy recipe: "
-                    f"{result.reason or result.status}",
-                    hint="check that the model trains with `alphac train MODEL --target "
-                         f"{self.s.target} --steps 20`, or lower --lr")
-            self.say(FailedEvent(id=result.id, reason=result.reason))
-            return
+        """A trial's first training (its proxy; the seed's own recipe) finished."""
+        member, seeded = self.pop.members[result.id], result.id == self.pop.seed_id
         cost = model_cost(member.gm, self.traced.example_inputs)
-        member.accs, member.weights = [result.val_accuracy], [self.layout.trained(result.id)]
-        member.seconds += result.seconds
         values = _measure(Measured(member.gm, cost, result))
-        member.cost = values.get(self.s.objective)
         self.journal.finish(result.id, params=cost.params, flops=cost.flops_per_sample,
                             latency_ms=result.latency_ms, val_accuracy=result.val_accuracy,
                             train_seconds=result.train_seconds or 0.0,
@@ -391,9 +324,9 @@ class _Search:
                                    "generation": member.generation,
                                    "images_per_second": result.metrics.get("images_per_second")},
                             values=values)
-        if seeded:
-            self.refs[0] = (result.val_accuracy, member.weights[0])
-        else:
+        self.pop.trained(result.id, result.val_accuracy, self.layout.trained(result.id),
+                         result.seconds, values.get(self.s.objective))
+        if not seeded:
             self.budget.child_seconds.append(result.seconds)
             self.overhead_children += 1
             self.overhead_s += time.monotonic() - began
@@ -403,74 +336,62 @@ class _Search:
 
     def _images(self, result: CandidateResult) -> int:
         """Training images of a finished job; its seconds per image join the estimate."""
-        recipe = self.s.seed_recipe if result.id == self.seed_id and result.rung == 0 \
+        recipe = self.s.seed_recipe if result.id == self.pop.seed_id and result.rung == 0 \
             else self.s.proxy
         images = int(result.metrics.get("steps") or 0) * recipe.batch_size
         self.budget.observe(result.seconds, images)
         return images
 
-    def _record_reference(self, result: CandidateResult) -> None:
-        generation, done = -result.rung, result.status == "done"
-        self._images(result)
-        rel = self.layout.reference(result.id, generation) if done else None
-        self.journal.reference(result.id, generation,
-                               val_accuracy=result.val_accuracy if done else None,
-                               train_seconds=result.train_seconds or 0.0, weights_path=rel,
-                               reason=None if done else result.reason or result.status)
-        if done:
-            self.refs[generation] = (result.val_accuracy, rel)
-            self.say(ReferenceTrained(generation=generation, val_accuracy=result.val_accuracy,
+    def _record_rung(self, result: CandidateResult) -> None:
+        """A promotion (rung > 0) or a seed reference (rung -g) finished or failed."""
+        done, rung = result.status == "done", result.rung
+        reference = rung < 0
+        if reference:
+            self._images(result)
+        rel = ((self.layout.reference(result.id, -rung) if reference
+                else self.layout.trained(result.id, rung)) if done else None)
+        acc = result.val_accuracy if done else None
+        (self.journal.reference if reference else self.journal.promote)(
+            result.id, abs(rung), val_accuracy=acc, train_seconds=result.train_seconds or 0.0,
+            weights_path=rel, reason=None if done else result.reason or result.status)
+        if reference:
+            self.pop.referenced(-rung, acc, rel)
+        else:
+            self.pop.promoted(result.id, acc, rel, result.seconds)
+        if not done:
+            self.say(FailedEvent(id=result.id, rung=rung, reason=result.reason))
+        elif reference:
+            self.say(ReferenceTrained(generation=-rung, val_accuracy=acc,
                                       seconds=result.seconds))
         else:
-            self.refs_stuck = True
-            self.say(FailedEvent(id=result.id, rung=result.rung, reason=result.reason))
-
-    def _record_promotion(self, result: CandidateResult) -> None:
-        member, done = self.members[result.id], result.status == "done"
-        rel = self.layout.trained(result.id, result.rung) if done else None
-        self.journal.promote(result.id, result.rung,
-                             val_accuracy=result.val_accuracy if done else None,
-                             train_seconds=result.train_seconds or 0.0, weights_path=rel,
-                             reason=None if done else result.reason or result.status)
-        if done:
-            member.accs.append(result.val_accuracy)
-            member.weights.append(rel)
-            member.seconds += result.seconds
-            self.say(Promoted(id=result.id, rung=result.rung, val_accuracy=result.val_accuracy,
+            self.say(Promoted(id=result.id, rung=rung, val_accuracy=acc,
                               seconds=result.seconds))
-        else:
-            member.stuck = True
-            self.say(FailedEvent(id=result.id, rung=result.rung, reason=result.reason))
 
     # ---- time -------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.budget.elapsed()
 
-    def _mean_child_seconds(self) -> float:
-        return self.budget.mean_child_seconds([m.seconds for m in self.members.values()
-                                               if m.accs])
-
-    def _front_size(self) -> int:
-        return len({c.id for c in pareto_front(self.candidates())} | {self.seed_id})
+    def mean_child_seconds(self) -> float:
+        return self.budget.mean_child_seconds(self.pop.child_seconds())
 
     def final_estimate(self, extra: int = 0) -> float:
         """Seconds the final retraining of the current front and the seed (and ``extra`` more
         models) will take, at the measured speed (:class:`~alphac.search.budget.Budget`)."""
-        return self.budget.final_estimate(self._front_size() + extra)
+        return self.budget.final_estimate(self.pop.front_size() + extra)
 
     def budget_allows(self, seconds: float) -> bool:
         """Whether work of ``seconds`` still fits the budget with the final retraining (the
         new work may join the front: its final retraining is reserved too)."""
-        return self.budget.allows(seconds, self._front_size() + 1)
+        return self.budget.allows(seconds, self.pop.front_size() + 1)
 
     def progress(self) -> Progress:
         """A snapshot for the live view: counts, the best so far, the front, an ETA."""
         inds = self.journal.individuals()  # one read per event
-        cands = self.candidates()
-        seed = next((c for c in cands if c.id == self.seed_id), None)
+        cands = self.pop.candidates()
+        seed = next((c for c in cands if c.id == self.pop.seed_id), None)
         best = (best_within(cands, seed, self.s.max_accuracy_drop / 100) if seed is not None
                 else None)
-        trained, mean = self.trained_count(inds), self._mean_child_seconds()
+        trained, mean = self.trained_count(inds), self.mean_child_seconds()
         eta_s = None
         if mean:
             left = self.s.candidates - trained if self.s.candidates is not None else math.inf
@@ -479,10 +400,9 @@ class _Search:
             if self.budget.time_left() is not None:
                 eta_s = min(eta_s, self.budget.time_left())
         return Progress(
-            trained=trained, total=self.s.candidates, running=len(self.inflight),
+            trained=trained, total=self.s.candidates, running=len(self.pop.inflight),
             failed=sum(i.status == "failed" for i in inds),
-            synthesis_failed=self.synthesis_failures,
-            promotions=sum(len(m.accs) - 1 for m in self.members.values() if m.accs),
+            synthesis_failed=self.synthesis_failures, promotions=self.pop.promotions(),
             pareto=len(pareto_front(cands)), elapsed_s=self.elapsed(),
             budget_s=self.s.budget_s, eta_s=eta_s, objective=self.s.objective,
             seed=None if seed is None else Point(seed.val_accuracy, seed.cost),
@@ -495,19 +415,14 @@ class _Search:
                    if i.parent is not None and (i.status == "done" or (
                        i.status == "failed" and not (i.reason or "").startswith("synthesis:"))))
 
-    def _room(self, running_children: int) -> bool:
-        if self.s.candidates is None:
-            return True
-        return self.trained_count() + running_children < self.s.candidates
-
     def _next_job(self) -> tuple[int, int] | None:
         """A seed reference or a promotion for a free worker, if one is due and fits the
         budget (:mod:`alphac.search.schedule`); None: spawn a child instead."""
-        mean = self._mean_child_seconds()
-        generation = self.next_reference()
+        mean = self.mean_child_seconds()
+        generation = self.pop.next_reference()
         if generation is not None and self.budget_allows(mean):
-            return self.seed_id, -generation
-        job = self.next_promotion()
+            return self.pop.seed_id, -generation
+        job = self.pop.next_promotion()
         if job is not None and self.budget_allows(
                 mean * (self.s.eta ** job[1] - self.s.eta ** (job[1] - 1))):
             return job
@@ -516,8 +431,9 @@ class _Search:
     def _may_spawn(self) -> bool:
         """Whether a new child may start: the seed is trained and the candidates allow one
         more besides those running."""
-        children = sum(1 for ident, rung in self.inflight if rung == 0 and ident != self.seed_id)
-        return bool(self.members[self.seed_id].accs) and self._room(children)
+        return bool(self.pop.seed.accs) and (
+            self.s.candidates is None
+            or self.trained_count() + self.pop.children_running() < self.s.candidates)
 
     def run(self, executor: Executor, queued: list[int]) -> None:
         """Keep every worker busy until the candidates or the budget are spent."""
@@ -533,7 +449,7 @@ class _Search:
                     self.submit(*job)
                     continue
                 spawning = spawning and attempts < limit and self.budget_allows(
-                    self._mean_child_seconds())
+                    self.mean_child_seconds())
                 if spawning and self._may_spawn():
                     attempts += 1
                     ident = self.spawn()
@@ -579,54 +495,32 @@ def _replay(search: _Search) -> list[int]:
 
     Nothing from the run directory is executed: children are rebuilt from the seed model by their
     recorded (deterministic) mutations and must reproduce their recorded fingerprints."""
-    queued = []
+    queued, pop = [], search.pop
     search.journal.requeue_running()
     for ind in search.journal.individuals():
         if ind.parent is None:
-            search.members[ind.id] = Member(ind.id, search.traced.gm, search.traced.blocks)
-            search.seed_id = ind.id
+            pop.add(Member(ind.id, search.traced.gm, search.traced.blocks), seed=True)
         elif ind.status != "failed" or not (ind.reason or "").startswith("synthesis:"):
-            parent = search.members[ind.parent]
-            child = mutate(parent.gm, parent.blocks, search.traced.example_inputs, seed=ind.seed,
-                           mutator=search.s.mutator, am=search.am)
+            member, child = search.child(pop.members[ind.parent], ind.seed)
             if child.record.fingerprint_child != ind.fingerprint:
                 raise UserError(f"cannot resume: individual {ind.id} no longer replays to the "
                                 "recorded child (alphac or the model changed since the run began)",
                                 hint="start a new run with another --out")
-            search.members[ind.id] = Member(ind.id, child.gm, find_blocks(child.gm, None),
-                                             generation=parent.generation + 1,
-                                             plan=child.record.weight_plan,
-                                             boundaries=child.record.boundaries)
-        member = search.members.get(ind.id)
-        if member is not None and ind.status == "done":
-            member.accs = [ind.val_accuracy]
-            member.weights = [search.layout.trained(ind.id)]
-            member.seconds = float(ind.extra.get("worker_seconds", ind.train_seconds or 0.0))
-            for rung in ind.rungs:
-                if rung.val_accuracy is None:
-                    member.stuck = True
-                    break
-                member.accs.append(rung.val_accuracy)
-                member.weights.append(rung.weights)
-                member.seconds += rung.train_seconds
-            member.cost = ind.values.get(search.s.objective)
+            pop.add(replace(member, id=ind.id))
+        if ind.id in pop.members and ind.status == "done":
+            pop.restore(ind, search.s.objective, search.layout.trained(ind.id))
+            member = pop.members[ind.id]
             if ind.parent is not None:
                 search.budget.child_seconds.append(member.seconds / len(member.accs))
             if ind.extra.get("images") and ind.extra.get("worker_seconds"):
                 search.budget.rates.append(ind.extra["worker_seconds"] / ind.extra["images"])
-            if ind.parent is None:
-                search.refs[0] = (ind.val_accuracy, member.weights[0])
-                for ref in ind.references:
-                    if ref.val_accuracy is None:
-                        search.refs_stuck = True
-                        break
-                    search.refs[ref.rung] = (ref.val_accuracy, ref.weights)
         if ind.status == "queued":
-            if not (search.layout.candidate(ind.id) / "weights.pt").is_file():  # killed before writing
+            if not (search.layout.candidate(ind.id) / "weights.pt").is_file():  # killed before
+                member = pop.members[ind.id]
                 if ind.parent is not None:
-                    search.starter.start(member.gm, search.members[ind.parent], member.plan,
+                    search.starter.start(member.gm, pop.members[ind.parent], member.plan,
                                          member.boundaries, ind.seed)
-                search.write(ind.id)
+                search.jobs.write(ind.id)
             queued.append(ind.id)
     return queued
 

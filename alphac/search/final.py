@@ -30,6 +30,8 @@ from alphac.search.selection import Candidate, best_within, pareto_front
 
 if TYPE_CHECKING:
     from alphac.search.driver import _Search
+    from alphac.search.layout import RunLayout
+    from alphac.search.population import Population
 
 __all__ = ["finish", "plot", "start_weights"]
 
@@ -52,18 +54,19 @@ def finish(search: _Search, search_seconds: float, executor: Executor) -> RunRes
     """Retrain the front and the seed with the final recipe on the search's executor (in
     parallel where it has several workers), test once, write the outputs."""
     s = search.s
-    front = sorted({c.id for c in pareto_front(search.candidates())} | {search.seed_id})
+    front = sorted({c.id for c in pareto_front(search.pop.candidates())} | {search.pop.seed_id})
     search.say(FinalStarted(models=len(front), estimate_s=search.final_estimate()))
     began = time.monotonic()
-    deepest = max((search.members[i].generation for i in front), default=0)
+    deepest = max((search.pop.members[i].generation for i in front), default=0)
     tasks = {}
     for ident in front:
         folder = search.layout.pareto(ident)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "model.py").write_text(search.code_of(ident))
-        tasks[ident] = replace(search.task(ident, test=True, recipe=s.final,
+        (folder / "model.py").write_text(search.jobs.code_of(ident))
+        tasks[ident] = replace(search.jobs.task(ident, test=True, recipe=s.final,
                                            save_to=folder / "weights.pt"),
-                               weights=start_weights(search, ident, deepest),
+                               weights=start_weights(search.pop, search.layout, s.final_init, ident,
+                                                     deepest),
                                latency=get_objective(s.objective).in_worker)
     rows = [_final_row(search, tasks[r.id], r) for r in _final_results(search, executor, tasks)]
     timing = _timing(search, search_seconds, time.monotonic() - began)
@@ -107,9 +110,9 @@ def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) ->
     """The report's row of one retrained model (and its ``model.pt2`` export)."""
     ident, run_dir = result.id, search.layout.root
     folder = search.layout.pareto(ident)
-    pt2 = (_export_pt2(folder, search.code_of(ident), search.traced.example_inputs)
+    pt2 = (_export_pt2(folder, search.jobs.code_of(ident), search.traced.example_inputs)
            if result.status == "done" else "not trained")
-    ind, member = search.journal.get(ident), search.members[ident]
+    ind, member = search.journal.get(ident), search.pop.members[ident]
     # what the worker measures (latency) is measured again where the final model trained
     remeasured = {o.name: o.measure(Measured(member.gm, None, result))
                   for o in OBJECTIVES.values() if o.in_worker}
@@ -118,7 +121,7 @@ def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) ->
         ident, parent=ind.parent, params=ind.params, flops=ind.flops,
         latency_ms=result.latency_ms if result.latency_ms is not None else ind.latency_ms,
         values=values, proxy_val_accuracy=ind.val_accuracy, rung=len(member.accs) - 1,
-        generation=member.generation, search_score=search.score(member),
+        generation=member.generation, search_score=search.pop.score(member),
         final_init="scratch" if task.weights is None else str(Path(task.weights).relative_to(
             run_dir)),
         rung_val_accuracy=member.accs[-1], status=result.status, reason=result.reason,
@@ -129,18 +132,18 @@ def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) ->
     return row
 
 
-def start_weights(search: _Search, ident: int, deepest: int) -> str | None:
+def start_weights(pop: Population, layout: RunLayout, final_init: str, ident: int,
+                  deepest: int) -> str | None:
     """The weights the final training of ``ident`` starts from: None from scratch; else its
     best search weights, and for the seed its reference at the front's deepest generation (so
     the seed has had at least the fine-tunes of every model it is compared with)."""
-    if search.s.final_init == "scratch":
+    if final_init == "scratch":
         return None
-    member, layout = search.members[ident], search.layout
-    if ident == search.seed_id:
-        known = [g for g in search.refs if g <= deepest]
+    if ident == pop.seed_id:
+        known = [g for g in pop.refs if g <= deepest]
         if known:
-            return str(layout.path(search.refs[max(known)][1]))
-    return str(layout.path(member.weights[-1]))
+            return str(layout.path(pop.refs[max(known)][1]))
+    return str(layout.path(pop.members[ident].weights[-1]))
 
 
 def _timing(search: _Search, search_seconds: float, final_seconds: float) -> dict[str, Any]:
@@ -185,11 +188,11 @@ def _export_pt2(folder: Path, code: str, example_inputs: tuple) -> str | None:
 def _report(search: _Search, rows: list[ModelRow], timing: dict[str, Any]) -> RunResult:
     s, run_dir = search.s, search.layout.root
     ok = [r for r in rows if r.status == "done"]
-    seed_row = next(r for r in rows if r.id == search.seed_id)
+    seed_row = next(r for r in rows if r.id == search.pop.seed_id)
     cands = [Candidate(r.id, r.val_accuracy, row_cost(r, s.objective) or 0.0, r.id) for r in ok]
-    seed_c = next((c for c in cands if c.id == search.seed_id), None)
+    seed_c = next((c for c in cands if c.id == search.pop.seed_id), None)
     best_id = (best_within(cands, seed_c, s.max_accuracy_drop / 100).id if seed_c is not None
-               else search.seed_id)
+               else search.pop.seed_id)
     best = next(r for r in rows if r.id == best_id)
     search.layout.best.mkdir(exist_ok=True)
     for name in ("model.py", "weights.pt", "model.pt2"):
@@ -206,7 +209,7 @@ def _report(search: _Search, rows: list[ModelRow], timing: dict[str, Any]) -> Ru
     sections = {
         "objectives": {o.name: {"unit": o.unit, "column": o.column} for o in OBJECTIVES.values()},
         "references": {str(g): {"val_accuracy": acc, "weights": w}
-                       for g, (acc, w) in sorted(search.refs.items())},
+                       for g, (acc, w) in sorted(search.pop.refs.items())},
         "settings": asdict(s), "schedules": schedules, "counts": search.journal.counts(),
         "timing": timing,
         "failures": [{"id": i.id, "parent": i.parent, "reason": i.reason, "attempts": i.attempts}

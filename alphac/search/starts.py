@@ -2,8 +2,8 @@
 
 A child made by one mutation takes its parent's best-trained state by name and shape, plus the
 channels the mutation's ``weight_plan`` maps (:func:`alphac.codegen.inherit_weights`). With
-``distill_steps`` > 0 (by default 3 times the proxy's steps, at most 300) its changed parts (the mutation's ``boundaries``) are then trained to
-compute what the parent computed there (:func:`alphac.runtime.distill.distill`), on the proxy's
+``distill_steps`` > 0 (by default 3 times the proxy's steps, at most 300) its changed parts
+(the mutation's ``boundaries``) are then trained to compute what the parent computed there (:func:`alphac.runtime.distill.distill`), on the proxy's
 training images, loaded once in the driver. The search and its resume both start children here,
 so a child replayed after a crash starts from the same weights (distillation is seeded). Example::
 

@@ -11,22 +11,19 @@ from alphac.runtime.recipe import Recipe
 from alphac.search.api import recipes
 from alphac.search.budget import Budget
 from alphac.search.budget import work as _work
-from alphac.search.driver import SearchSettings, _Search
+from alphac.search.driver import SearchSettings
 from alphac.search.final import start_weights
 from alphac.search.journal import Journal
 from alphac.search.layout import RunLayout
+from alphac.search.population import Population
 from alphac.search.schedule import Member
 
 
-def search_with(accs: dict[int, list[float]], **settings) -> _Search:
-    search = _Search.__new__(_Search)  # the scoring rules only: no journal, no model
-    search.s = SearchSettings(**settings)
-    search.members = {i: Member(i, None, [], cost=100.0 - i, accs=list(a))
-                      for i, a in accs.items()}
-    search.seed_id, search.inflight = 1, set()
-    search.refs, search.refs_stuck = {}, False
-    search.budget = Budget(search.s.budget_s, 0.0, search.s.proxy, search.s.final)
-    return search
+def search_with(accs: dict[int, list[float]], rungs: int = 0) -> Population:
+    """The scoring rules only: a population, no journal, no model."""
+    return Population(rungs=rungs, seed_id=1,
+                      members={i: Member(i, None, [], cost=100.0 - i, accs=list(a))
+                               for i, a in accs.items()})
 
 
 def _generations(search, generations: dict[int, int]):
@@ -65,32 +62,34 @@ def test_references_are_trained_one_generation_at_a_time_as_they_become_needed()
 
 
 def test_the_final_estimate_follows_measured_speed_and_corrects_itself():
-    search = search_with({1: [0.8]}, rungs=0)
-    search.members[1].cost = 100.0
-    search.s = SearchSettings(final={"epochs": 1.0, "subset": 1000})
-    search.budget = Budget(None, 0.0, search.s.proxy, search.s.final)
-    assert search.final_estimate() == 0.0  # nothing measured yet
-    search.budget.rates = [0.01]
-    assert search.final_estimate() == pytest.approx(1 * 1000 * 0.01)
-    assert search.final_estimate(extra=1) == pytest.approx(2 * 1000 * 0.01)
-    search.budget.rates += [0.002, 0.002]  # a faster machine than the first job said: the median moves
-    assert search.final_estimate() == pytest.approx(1000 * 0.002)
+    pop = search_with({1: [0.8]})
+    settings = SearchSettings(final={"epochs": 1.0, "subset": 1000})
+    budget = Budget(None, 0.0, settings.proxy, settings.final)
+    assert pop.front_size() == 1  # the seed alone
+    assert budget.final_estimate(pop.front_size()) == 0.0  # nothing measured yet
+    budget.rates = [0.01]
+    assert budget.final_estimate(pop.front_size()) == pytest.approx(1 * 1000 * 0.01)
+    assert budget.final_estimate(pop.front_size() + 1) == pytest.approx(2 * 1000 * 0.01)
+    budget.rates += [0.002, 0.002]  # a faster machine than the first job said: the median moves
+    assert budget.final_estimate(pop.front_size()) == pytest.approx(1000 * 0.002)
     assert _work({"steps": 10, "batch_size": 32}) == 320
 
 
 def test_the_final_training_starts_from_the_search_weights_and_the_seed_from_its_reference(
         tmp_path):
     search = _generations(search_with({1: [0.8], 2: [0.8], 3: [0.7]}, rungs=0), {2: 1, 3: 2})
-    search.layout = RunLayout(tmp_path)
+    layout = RunLayout(tmp_path)
     for m in search.members.values():
         m.weights = [f"candidates/{m.id:06d}/trained.pt"]
     search.refs = {0: (0.8, "candidates/000001/trained.pt"),
                    1: (0.81, "candidates/000001/reference-1.pt")}
-    assert start_weights(search, 2, 2) == str(tmp_path / "candidates/000002/trained.pt")
-    assert start_weights(search, 1, 2) == str(tmp_path / "candidates/000001/reference-1.pt")
-    assert start_weights(search, 1, 0) == str(tmp_path / "candidates/000001/trained.pt")
-    search.s = SearchSettings(final_init="scratch")
-    assert start_weights(search, 2, 2) is None
+    assert start_weights(search, layout, "inherited", 2, 2) == str(
+        tmp_path / "candidates/000002/trained.pt")
+    assert start_weights(search, layout, "inherited", 1, 2) == str(
+        tmp_path / "candidates/000001/reference-1.pt")
+    assert start_weights(search, layout, "inherited", 1, 0) == str(
+        tmp_path / "candidates/000001/trained.pt")
+    assert start_weights(search, layout, "scratch", 2, 2) is None
 
 
 def test_recipes_train_the_seed_fully_and_fine_tune_children_gently():

@@ -6,24 +6,19 @@ import pytest
 
 from alphac.errors import UserError
 from alphac.runtime.recipe import Recipe
-from alphac.search.budget import Budget
 from alphac.search.budget import scaled as _scaled
 from alphac.search.budget import work as _work
-from alphac.search.driver import SearchSettings, _Search, parse_duration
+from alphac.search.driver import SearchSettings, parse_duration
+from alphac.search.population import Population
 from alphac.search.schedule import Member
 
 
 def search_with(accs: dict[int, list[float]], *, rungs: int = 2, eta: int = 3,
-                inflight: set | None = None) -> _Search:
-    search = _Search.__new__(_Search)  # the promotion rules only: no journal, no model
-    search.s = SearchSettings(rungs=rungs, eta=eta)
-    search.members = {i: Member(i, None, [], cost=100.0 - i, accs=list(a))
-                      for i, a in accs.items()}
-    search.seed_id = 1
-    search.inflight = set(inflight or ())
-    search.refs, search.refs_stuck = {}, False
-    search.budget = Budget(search.s.budget_s, 0.0, search.s.proxy, search.s.final)
-    return search
+                inflight: set | None = None) -> Population:
+    """The promotion rules only: a population, no journal, no model."""
+    return Population(rungs=rungs, eta=eta, seed_id=1, inflight=set(inflight or ()),
+                      members={i: Member(i, None, [], cost=100.0 - i, accs=list(a))
+                               for i, a in accs.items()})
 
 
 def test_nothing_is_promoted_before_eta_individuals_finished_a_rung():
