@@ -50,6 +50,9 @@ class CandidateTask:
     latency: bool = False
     save_to: str | None = None
     rung: int = 0
+    #: a :class:`~alphac.search.starts.DistillPlan` as a dict: distil the child on its parent
+    #: before training it (a child's first training only)
+    distill: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,11 @@ def evaluate_candidate(task: CandidateTask, data: Any = None) -> CandidateResult
                                               weights_only=True))
         faults.apply_to_candidate(model, task.id, Path(task.save_to).parent if task.save_to
                                   else None)
+        distilled = _distill(model, task, data) if task.distill else None
         metrics = train_and_evaluate(model, task.target, Recipe(**task.recipe), seed=task.seed,
                                      data=data, data_dir=task.data_dir, device=task.device,
                                      test=task.test, raise_on_divergence=False)
-        info = metrics.to_dict()
+        info = {**metrics.to_dict(), **({"distill": distilled} if distilled else {})}
         if metrics.status != "ok":
             return CandidateResult(task.id, "failed", f"training diverged at step "
                                    f"{metrics.diverged_at_step} (NaN/Inf loss)", metrics=info,
@@ -133,6 +137,20 @@ def evaluate_candidate(task: CandidateTask, data: Any = None) -> CandidateResult
         line = f" at {where[0].filename}:{where[0].lineno}" if where else ""
         return CandidateResult(task.id, "failed", f"{type(exc).__name__}: {exc}{line}"[:500],
                                seconds=time.monotonic() - start, rung=task.rung)
+
+
+def _distill(model: nn.Module, task: CandidateTask, data: Any) -> dict[str, Any]:
+    """Distil the child ``model`` on its parent as ``task.distill`` plans, on the worker's
+    training data (loaded here as the workers load it when none was given)."""
+    from alphac.runtime.recipe import Recipe
+    from alphac.runtime.train import load_task_data
+    from alphac.search.starts import DistillPlan, distill_in_worker
+
+    plan = DistillPlan.from_dict(task.distill)
+    if data is None:
+        data = load_task_data(task.target, Recipe(**task.recipe), seed=plan.data_seed,
+                              data_dir=task.data_dir, device=task.device)
+    return distill_in_worker(model, plan, data)
 
 
 def _free_device_memory() -> None:

@@ -4,9 +4,9 @@
 keeps every worker busy: a parent is chosen among the finished individuals
 (:func:`~alphac.search.selection.select_parent`, on validation accuracy and the chosen cost), a
 child is made by one mutation (:func:`alphac.passes.transform.mutate.mutate`), starts from its
-parent's trained weights with its changed parts distilled on the parent's values
-(:mod:`alphac.search.starts`), is written as code plus weights, journalled, and trained by an
-executor. Successive halving (asynchronous, as in ASHA): when a worker is free, an
+parent's trained weights, is written as code plus weights, journalled, and trained by an
+executor, whose worker first distils its changed parts on the parent's values
+(:mod:`alphac.search.starts`). Successive halving (asynchronous, as in ASHA): when a worker is free, an
 individual in the best ``1/eta`` of its rung first continues training to ``eta`` times that
 rung's budget; the seed is promoted first, and selection compares every individual with the seed
 at the highest rung both reached (:meth:`_Search.score`). ``budget_s`` bounds the wall time of
@@ -17,11 +17,12 @@ running candidates are re-queued, unfinished promotions are issued again, and th
 rebuilt by replaying their recorded mutations from the seed (mutations are deterministic), so
 nothing from the run directory is executed. At the end the Pareto-optimal individuals
 (validation accuracy against cost) and the seed are fine-tuned once more (or retrained from
-scratch) with the final recipe and evaluated once on the test split; ``best`` is the cheapest within ``max_accuracy_drop``
-points of the seed.
+scratch) with the final recipe and evaluated once on the test split; ``best`` is the cheapest
+within ``max_accuracy_drop`` points of the seed.
 
-The pieces around the loop live apart: the run directory's paths in
-:mod:`alphac.search.layout`, what to train next in :mod:`alphac.search.schedule`, time in
+The pieces around the loop live apart: the trials and references in
+:mod:`alphac.search.population`, the tasks in :mod:`alphac.search.jobs`, the run directory's
+paths in :mod:`alphac.search.layout`, what to train next in :mod:`alphac.search.schedule`, time in
 :mod:`alphac.search.budget`, the watcher's typed events in :mod:`alphac.search.events`, the final
 retraining and the report in :mod:`alphac.search.final`, how a child starts in
 :mod:`alphac.search.starts`.
@@ -43,6 +44,7 @@ import torch
 from torch import nn
 
 from alphac.analysis import AnalysisManager
+from alphac.codegen import generate_code
 from alphac.errors import SynthesisFailed, TrainingError, UserError
 from alphac.frontends import TracedModel, find_blocks, load
 from alphac.passes.analysis.cost import model_cost
@@ -203,7 +205,8 @@ class _Search:
         self.overhead_children = 0
         self.synthesis_failures = 0
         self.executor: Executor | None = None
-        self.starter = Starter(settings, self.layout)  # a child's weights: inherited, distilled
+        #: a child's weights: inherited, then distilled (in the worker where it can be)
+        self.starter = Starter(settings, self.layout, traced.example_inputs)
         self.jobs = Jobs(settings, self.layout, self.pop, self.search_seed)
 
     @property
@@ -250,13 +253,16 @@ class _Search:
             self.overhead_s += time.monotonic() - began
             self.say(FailedEvent(id=failed, reason=f"synthesis: {exc.reason}"))
             return None
-        started = self.starter.start(member.gm, parent, member.plan, member.boundaries, seed)
-        record = {**child.record.as_dict(), **({"distill": started} if started else {})}
+        member.code = generate_code(member.gm)
+        started = self.starter.start(member.gm, parent, member.plan, member.boundaries, seed,
+                                     codes=(self.jobs.code_of(parent.id), member.code))
+        record = {**child.record.as_dict(),
+                  **({"distill": started.record} if started.record else {})}
         made = self.journal.add(parent.id, record, seed,
                                 child.record.fingerprint_child, self.layout.rel("model.py", ident),
                                 self.layout.rel("weights.pt", ident))
         assert made == ident, "journal ids follow insertion order"
-        self.pop.add(replace(member, id=ident))
+        self.pop.add(replace(member, id=ident, distill=started.plan))
         self.jobs.write(ident)
         self.overhead_s += time.monotonic() - began
         return ident
@@ -322,7 +328,9 @@ class _Search:
                             extra={"worker_seconds": result.seconds,
                                    "images": self._images(result),
                                    "generation": member.generation,
-                                   "images_per_second": result.metrics.get("images_per_second")},
+                                   "images_per_second": result.metrics.get("images_per_second"),
+                                   **({"distill": result.metrics["distill"]}
+                                      if "distill" in result.metrics else {})},
                             values=values)
         self.pop.trained(result.id, result.val_accuracy, self.layout.trained(result.id),
                          result.seconds, values.get(self.s.objective))
@@ -515,14 +523,27 @@ def _replay(search: _Search) -> list[int]:
             if ind.extra.get("images") and ind.extra.get("worker_seconds"):
                 search.budget.rates.append(ind.extra["worker_seconds"] / ind.extra["images"])
         if ind.status == "queued":
-            if not (search.layout.candidate(ind.id) / "weights.pt").is_file():  # killed before
-                member = pop.members[ind.id]
-                if ind.parent is not None:
-                    search.starter.start(member.gm, pop.members[ind.parent], member.plan,
-                                         member.boundaries, ind.seed)
-                search.jobs.write(ind.id)
+            _restart(search, ind)
             queued.append(ind.id)
     return queued
+
+
+def _restart(search: _Search, ind: Any) -> None:
+    """A queued child's start again: its weights where the run was killed before writing
+    them, and the distillation its worker is to do (rebuilt: plans are not journalled)."""
+    pop, member = search.pop, search.pop.members[ind.id]
+    parent = pop.members.get(ind.parent)
+    written = (search.layout.candidate(ind.id) / "weights.pt").is_file()
+    codes = None if parent is None else (search.jobs.code_of(parent.id),
+                                         search.jobs.code_of(ind.id))
+    if parent is not None and not written:
+        member.distill = search.starter.start(member.gm, parent, member.plan, member.boundaries,
+                                              ind.seed, codes=codes).plan
+    elif parent is not None and (ind.mutation.get("distill") or {}).get("where") == "worker":
+        member.distill = search.starter.plan(member.gm, parent, member.boundaries, ind.seed,
+                                             codes)
+    if not written:
+        search.jobs.write(ind.id)
 
 
 def _measure(measured: Measured) -> dict[str, float | None]:

@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ class Jobs:
         ``rung - 1`` to ``eta ** rung`` proxies, or (``rung`` = -g) the seed fine-tuned once
         more from its reference g - 1."""
         if rung == 0:
-            return self.task(ident)
+            plan = self.pop.members[ident].distill
+            return replace(self.task(ident), distill=None if plan is None else plan.to_dict())
         if rung < 0:
             start, save = self.pop.refs[-rung - 1][1], self.layout.reference(ident, -rung)
             return self.task(ident, weights=self.layout.path(start),

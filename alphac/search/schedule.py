@@ -39,6 +39,7 @@ class Member:
     generation: int = 0  # fine-tunes since the seed's training (the seed: 0)
     plan: tuple = ()  # how its weights start from its parent's (the mutation's weight_plan)
     boundaries: tuple = ()  # where its changed parts meet its parent (what distillation trains)
+    distill: Any = None  # the DistillPlan its first training carries (alphac.search.starts)
 
     @property
     def val_accuracy(self) -> float | None:
