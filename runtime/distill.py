@@ -63,7 +63,8 @@ def distill(parent: fx.GraphModule, child: fx.GraphModule, boundaries: Sequence[
     """Train each part of ``child`` named by ``boundaries`` on ``parent``'s values at its
     boundary (see the module docstring); ``child``'s other weights and ``parent`` are left as
     they are. Stops after ``steps`` steps of ``batch_size`` training images (no augmentation),
-    or once every part's batch error is below ``tolerance``. Both models are moved to
+    or once every part's batch error is below ``tolerance`` (none at all when every part starts
+    below it on the probe batch). Both models are moved to
     ``data.device``. The same arguments give the same weights on CPU."""
     began = time.monotonic()
     if steps < 0 or batch_size < 1:
@@ -81,7 +82,9 @@ def distill(parent: fx.GraphModule, child: fx.GraphModule, boundaries: Sequence[
     batches = _batches(data, min(batch_size, len(data.train)), seed)
     probe = _record(recorder, next(batches))
     before = _errors(parts, probe)
-    optimizer = torch.optim.Adam(params, lr=lr) if params else None
+    # parts that already compute their parent's values (an op kept as it was) need no steps
+    optimizer = (torch.optim.Adam(params, lr=lr)
+                 if params and not all(e < tolerance for e in before) else None)
     done = diverged = False
     step = 0
     with contextlib.ExitStack() as modes:

@@ -384,13 +384,16 @@ class _Search:
 
     def final_estimate(self, extra: int = 0) -> float:
         """Seconds the final retraining of the current front and the seed (and ``extra`` more
-        models) will take, at the measured speed (:class:`~alphac.search.budget.Budget`)."""
-        return self.budget.final_estimate(self.pop.front_size() + extra)
+        final recipes) will take, at the measured speed (:class:`~alphac.search.budget.Budget`):
+        every model is brought to the front's deepest generation of fine-tunes."""
+        return self.budget.final_estimate(
+            self.pop.final_units(self.s.final_init == "scratch") + extra)
 
     def budget_allows(self, seconds: float) -> bool:
         """Whether work of ``seconds`` still fits the budget with the final retraining (the
         new work may join the front: its final retraining is reserved too)."""
-        return self.budget.allows(seconds, self.pop.front_size() + 1)
+        return self.budget.allows(seconds,
+                                  self.pop.final_units(self.s.final_init == "scratch") + 1)
 
     def progress(self) -> Progress:
         """A snapshot for the live view: counts, the best so far, the front, an ETA."""

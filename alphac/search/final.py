@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from alphac.codegen import inherit_weights
+from alphac.search.budget import scaled, work
 from alphac.search.candidate import CandidateResult, CandidateTask
 from alphac.search.events import FinalStarted, FinalTrained
 from alphac.search.executors import LOST, Executor
@@ -52,7 +53,12 @@ _DATA_FIELDS = ("subset", "val_fraction", "val_subset", "test_subset")
 
 def finish(search: _Search, search_seconds: float, executor: Executor) -> RunResult:
     """Retrain the front and the seed with the final recipe on the search's executor (in
-    parallel where it has several workers), test once, write the outputs."""
+    parallel where it has several workers), test once, write the outputs.
+
+    Fine-tuned from their search weights (``final_init="inherited"``), the models end at equal
+    training: a child of generation g gets ``deepest - g + 1`` final recipes, the seed (from
+    its reference at the front's deepest generation) one, where ``deepest`` is the front's
+    deepest generation (each row's ``final_fine_tunes``)."""
     s = search.s
     front = sorted({c.id for c in pareto_front(search.pop.candidates())} | {search.pop.seed_id})
     search.say(FinalStarted(models=len(front), estimate_s=search.final_estimate()))
@@ -63,8 +69,11 @@ def finish(search: _Search, search_seconds: float, executor: Executor) -> RunRes
         folder = search.layout.pareto(ident)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.py").write_text(search.jobs.code_of(ident))
-        tasks[ident] = replace(search.jobs.task(ident, test=True, recipe=s.final,
-                                           save_to=folder / "weights.pt"),
+        times = 1 if s.final_init == "scratch" else search.pop.final_fine_tunes(ident, deepest)
+        tasks[ident] = replace(search.jobs.task(ident, test=True,
+                                                recipe=s.final if times == 1 else scaled(
+                                                    s.final, times),
+                                                save_to=folder / "weights.pt"),
                                weights=start_weights(search.pop, search.layout, s.final_init, ident,
                                                      deepest),
                                latency=get_objective(s.objective).in_worker)
@@ -124,6 +133,8 @@ def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) ->
         generation=member.generation, search_score=search.pop.score(member),
         final_init="scratch" if task.weights is None else str(Path(task.weights).relative_to(
             run_dir)),
+        final_fine_tunes=1 if task.weights is None else round(
+            work(task.recipe) / work(search.s.final)),
         rung_val_accuracy=member.accs[-1], status=result.status, reason=result.reason,
         val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
         path=str(folder), pt2=None if pt2 else str(folder / "model.pt2"), pt2_error=pt2)

@@ -65,6 +65,25 @@ class Population:
         """The next (id, rung) to train longer (:func:`alphac.search.schedule.next_promotion`)."""
         return next_promotion(self.members, self.seed_id, self.rungs, self.eta, self.inflight)
 
+    def final_fine_tunes(self, ident: int, deepest: int) -> int:
+        """How many final fine-tunes ``ident`` gets so that every model of the front ends with
+        as many fine-tunes as the deepest (``deepest`` generations): a child of generation g
+        has had g, the seed as many as its deepest reference up to ``deepest``."""
+        if ident == self.seed_id:
+            done = max((g for g in self.refs if g <= deepest), default=0)
+        else:
+            done = self.members[ident].generation
+        return max(1, deepest - done + 1)
+
+    def final_units(self, scratch: bool = False) -> int:
+        """The final retraining of the front and the seed now, in final recipes: one per model
+        from scratch, else each model's :meth:`final_fine_tunes`."""
+        front = {c.id for c in pareto_front(self.candidates())} | {self.seed_id}
+        if scratch:
+            return len(front)
+        deepest = max(self.members[i].generation for i in front)
+        return sum(self.final_fine_tunes(i, deepest) for i in front)
+
     def child_seconds(self) -> list[float]:
         """Worker seconds of every finished member, all its rungs together."""
         return [m.seconds for m in self.members.values() if m.accs]

@@ -35,7 +35,8 @@ class ModelRow(Mapping):
     accuracy; ``rung_val_accuracy``: its highest rung's); ``search_score`` is the search's
     equal-training score; ``values``: every objective's value by name (FLOPs per image);
     ``final_init``: the weights its final training started from (``scratch`` or a path
-    relative to the run); ``pt2``: its ``model.pt2``, None when the export failed
+    relative to the run); ``final_fine_tunes``: how many final recipes it was given (so that
+    every model ends with as many fine-tunes as the front's deepest); ``pt2``: its ``model.pt2``, None when the export failed
     (``pt2_error`` says why)."""
 
     id: int
@@ -49,6 +50,7 @@ class ModelRow(Mapping):
     generation: int = 0
     search_score: float | None = None
     final_init: str | None = None
+    final_fine_tunes: int = 1
     rung_val_accuracy: float | None = None
     status: str = "done"
     reason: str | None = None

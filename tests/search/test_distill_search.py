@@ -37,6 +37,12 @@ def test_children_are_distilled_in_their_worker_as_the_driver_would(tmp_path: Pa
     out = tmp_path / "run"
     result = alphac.optimize("zoo:small_cnn", out=out, candidates=2, distill_steps=25, **TINY)
     assert result.report["settings"]["distill_steps"] == 25
+    # the final retraining ends every model at the front's deepest generation of fine-tunes
+    deepest = max(r.generation for r in result.retrained)
+    refs = [int(g) for g in result.sections["references"] if int(g) <= deepest]
+    for row in result.retrained:
+        done = max(refs) if row.id == result.seed_model.id else row.generation
+        assert row.final_fine_tunes == deepest - done + 1, (row.id, row.generation, refs)
     distilled = [t for t in _children(out) if t.mutation.get("distill", {}).get("steps")]
     assert distilled, [t.mutation.get("distill") for t in _children(out)]
     trial = distilled[0]

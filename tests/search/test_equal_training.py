@@ -125,3 +125,17 @@ def test_the_same_seed_gives_the_same_seed_model_and_accuracy(tmp_path):
         assert report["schedules"]["final_init"] == "inherited"
         assert report["seed_model"]["generation"] == 0
     assert runs[0] == runs[1]
+
+
+def test_the_final_retraining_brings_every_model_to_the_front_s_deepest_generation():
+    """A child of generation g gets deepest - g + 1 final fine-tunes; the seed, from its
+    deepest reference up to that generation, the rest: every model ends equally trained."""
+    pop = _generations(search_with({1: [0.80], 2: [0.81], 3: [0.82]}), {2: 1, 3: 3})
+    pop.members[2].cost, pop.members[3].cost = 40.0, 50.0  # both on the front with the seed
+    pop.refs = {0: (0.80, "w0"), 1: (0.81, "w1")}  # generations 2 and 3 not trained
+    assert pop.final_fine_tunes(3, 3) == 1
+    assert pop.final_fine_tunes(2, 3) == 3
+    assert pop.final_fine_tunes(1, 3) == 3  # from reference 1: two more, then the final
+    assert pop.final_units() == 7 and pop.final_units(scratch=True) == 3
+    pop.refs[3] = (0.83, "w3")
+    assert pop.final_fine_tunes(1, 3) == 1
