@@ -11,6 +11,7 @@ from alphac.search.results import ModelRow, RunResult
 ROW = {"id": 3, "parent": 1, "params": 800, "flops": 4000, "latency_ms": None,
        "values": {"params": 800.0, "flops": 4000.0}, "proxy_val_accuracy": 0.7, "rung": 0,
        "generation": 1, "search_score": 0.69, "final_init": "candidates/000003/trained.pt",
+       "final_fine_tunes": 1,
        "rung_val_accuracy": 0.7, "status": "done", "reason": None, "val_accuracy": 0.8,
        "test_accuracy": 0.79, "path": "/runs/a/pareto/000003", "pt2": None,
        "pt2_error": "Unsupported: x"}
