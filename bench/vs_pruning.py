@@ -239,7 +239,8 @@ def run_alphac(model_spec: str, out_dir: str | Path, *, seed: int, candidates: i
     gently from its parent for ``child_images`` images at a tenth of the seed's lr (cosine, no
     warm-up), each scored against the seed fine-tuned as often; the front is fine-tuned for
     ``finetune_images`` more (the pruned models' fine-tune) and the seed from its reference
-    at the front's deepest generation. Other ``kwargs`` go to ``alphac.optimize`` unchanged.
+    at the front's deepest generation, a shallower child as many times over as it takes to end
+    with as many fine-tunes. Other ``kwargs`` go to ``alphac.optimize`` unchanged.
     The result counts every training image the run used (seed, children, references, final).
     """
     import alphac
@@ -326,7 +327,8 @@ def _run_images(run_dir: Path, report: Mapping[str, Any]) -> dict[str, int]:
     seed_images = next((int(i.extra.get("images") or 0) for i in inds if i.parent is None), 0)
     children = sum(int(i.extra.get("images") or 0) for i in inds if i.parent is not None)
     refs = max(0, len(report.get("references") or {}) - 1) * per_child
-    final = len(report.get("retrained", [])) * per_final
+    final = sum(int(r.get("final_fine_tunes") or 1) for r in report.get("retrained", [])) \
+        * per_final
     return {"seed": seed_images, "children": children, "references": refs, "final": final,
             "total": seed_images + children + refs + final}
 
@@ -397,7 +399,9 @@ def render(result: Mapping[str, Any]) -> str:
                       f"images at lr {a['settings']['finetune_lr']:g} and scored against the "
                       "seed fine-tuned as often; the front and the seed (from its reference at "
                       f"the front's deepest generation) fine-tuned for "
-                      f"{a['settings']['final_steps'] * a['settings']['batch_size']} more. "
+                      f"{a['settings']['final_steps'] * a['settings']['batch_size']} more, "
+                      "as many times over as it takes every model to end with the front's "
+                      "deepest generation of fine-tunes. "
                       f"Training images: seed {im.get('seed')}, children {im.get('children')}, "
                       f"references {im.get('references')}, final {im.get('final')}, total "
                       f"{im.get('total')}.", "",

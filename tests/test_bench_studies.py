@@ -96,3 +96,22 @@ def test_search_quality_scores_a_child_against_the_reference_of_its_generation()
     assert sq.kendall_tau([(1, 3), (2, 2), (3, 1)]) == -1.0
     assert sq.permutation_p([5.0, 6.0, 7.0, 8.0], [1.0, 2.0, 3.0, 4.0], rounds=4000) < 0.05
     assert sq.permutation_p([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], rounds=4000) > 0.9
+
+
+def test_an_alphac_run_counts_each_final_fine_tune_it_was_given(monkeypatch):
+    """A front child retrained k times over (to end as trained as the deepest) counts k final
+    recipes of images; the seed's training, the children's and the references' count once."""
+    from types import SimpleNamespace
+
+    inds = [SimpleNamespace(parent=None, extra={"images": 1000}),
+            SimpleNamespace(parent=1, extra={"images": 64}),
+            SimpleNamespace(parent=2, extra={"images": 64})]
+    monkeypatch.setattr(vs, "_individuals", lambda run_dir: inds)
+    report = {"schedules": {"proxy": {"steps": 1, "batch_size": 64},
+                            "final": {"steps": 10, "batch_size": 64}},
+              "references": {"0": {}, "1": {}, "2": {}},
+              "retrained": [{"id": 1, "final_fine_tunes": 1}, {"id": 2, "final_fine_tunes": 2},
+                            {"id": 3}]}
+    images = vs._run_images(Path("unused"), report)
+    assert images == {"seed": 1000, "children": 128, "references": 128, "final": 4 * 640,
+                      "total": 1000 + 128 + 128 + 2560}

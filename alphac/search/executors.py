@@ -172,8 +172,12 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Stop the workers now: a candidate still training is abandoned (the journal keeps it
-        running, so a resume re-queues it), and the interpreter does not wait for it at exit."""
+        running, so a resume re-queues it), and the interpreter does not wait for it at exit.
+        With nothing running the workers exit cleanly (no leaked semaphores at shutdown)."""
         processes = list(getattr(self._pool, "_processes", {}).values())
+        if not self._futures:  # nothing running: let the workers exit and their queues close
+            self._pool.shutdown(wait=True)
+            return
         self._pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             if process.is_alive():
