@@ -383,6 +383,10 @@ def _drop_branch(search: _Search, replacements: Mapping[Chain, Sequence[OpSpec]]
                 for p in search.problem.programs]
     if not programs[0].ops:
         return None
+    for program, ctx in zip(programs, search.problem.contexts, strict=True):
+        shapes = value_shapes(program, ctx, search.am)
+        if any(shapes[v] is None for v in program.outputs):
+            return None  # an output is no tensor once the branch is gone: nothing to compare
     parts = _whole_distances(programs, search.problem, search.am)
     return (value, keep) if all(sum(p.values()) == 0 for p in parts) else None
 

@@ -353,3 +353,17 @@ def test_a_child_that_fails_while_annotated_is_refused_not_raised() -> None:
     with pytest.raises(SynthesisFailed, match="gate runs: RuntimeError: view size") as caught:
         _annotate(gm, (torch.randn(2, 3, 4),))
     assert caught.value.prop == "gate"
+
+
+def test_dropping_a_branch_whose_output_is_no_tensor_is_refused_not_a_crash() -> None:
+    """transformers ConvNext at seed 3 (its layer-scale junction): dropping one operand left an
+    output with no tensor shape, and the mixing check crashed on it; that drop is refused now
+    and the rewrite goes on (found from the CLI, `alphac optimize` on the model)."""
+    from tests.libmodels import build
+
+    model = build("transformers:convnext").eval()
+    x = torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    gm, used = trace(model, (x,))
+    annotate_shapes(gm, (x,))
+    child = mutate(gm, find_blocks(gm, model if used == "fx" else None), (x,), seed=3)
+    _check_child(gm, child, (x,))
