@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from alphac.codegen import inherit_weights
-from alphac.search.budget import scaled, work
+from alphac.search.budget import scaled
 from alphac.search.candidate import CandidateResult, CandidateTask
 from alphac.search.events import FinalStarted, FinalTrained
 from alphac.search.executors import LOST, Executor
@@ -60,24 +60,25 @@ def finish(search: _Search, search_seconds: float, executor: Executor) -> RunRes
     its reference at the front's deepest generation) one, where ``deepest`` is the front's
     deepest generation (each row's ``final_fine_tunes``)."""
     s = search.s
-    front = sorted({c.id for c in pareto_front(search.pop.candidates())} | {search.pop.seed_id})
+    front = search.pop.front()
     search.say(FinalStarted(models=len(front), estimate_s=search.final_estimate()))
     began = time.monotonic()
     deepest = max((search.pop.members[i].generation for i in front), default=0)
-    tasks = {}
+    tasks, times = {}, {}
     for ident in front:
         folder = search.layout.pareto(ident)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.py").write_text(search.jobs.code_of(ident))
-        times = 1 if s.final_init == "scratch" else search.pop.final_fine_tunes(ident, deepest)
+        times[ident] = (1 if s.final_init == "scratch"
+                        else search.pop.final_fine_tunes(ident, deepest))
         tasks[ident] = replace(search.jobs.task(ident, test=True,
-                                                recipe=s.final if times == 1 else scaled(
-                                                    s.final, times),
+                                                recipe=scaled(s.final, times[ident]),
                                                 save_to=folder / "weights.pt"),
                                weights=start_weights(search.pop, search.layout, s.final_init, ident,
                                                      deepest),
                                latency=get_objective(s.objective).in_worker)
-    rows = [_final_row(search, tasks[r.id], r) for r in _final_results(search, executor, tasks)]
+    rows = [_final_row(search, tasks[r.id], r, times[r.id])
+            for r in _final_results(search, executor, tasks)]
     timing = _timing(search, search_seconds, time.monotonic() - began)
     return _report(search, sorted(rows, key=lambda r: r.id), timing)
 
@@ -115,8 +116,10 @@ def _final_results(search: _Search, executor: Executor, tasks: dict[int, Candida
         search.journal.heartbeat(search.session)
 
 
-def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) -> ModelRow:
-    """The report's row of one retrained model (and its ``model.pt2`` export)."""
+def _final_row(search: _Search, task: CandidateTask, result: CandidateResult,
+               fine_tunes: int) -> ModelRow:
+    """The report's row of one retrained model given ``fine_tunes`` final recipes (and its
+    ``model.pt2`` export)."""
     ident, run_dir = result.id, search.layout.root
     folder = search.layout.pareto(ident)
     pt2 = (_export_pt2(folder, search.jobs.code_of(ident), search.traced.example_inputs)
@@ -133,8 +136,7 @@ def _final_row(search: _Search, task: CandidateTask, result: CandidateResult) ->
         generation=member.generation, search_score=search.pop.score(member),
         final_init="scratch" if task.weights is None else str(Path(task.weights).relative_to(
             run_dir)),
-        final_fine_tunes=1 if task.weights is None else round(
-            work(task.recipe) / work(search.s.final)),
+        final_fine_tunes=fine_tunes,
         rung_val_accuracy=member.accs[-1], status=result.status, reason=result.reason,
         val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
         path=str(folder), pt2=None if pt2 else str(folder / "model.pt2"), pt2_error=pt2)

@@ -52,9 +52,9 @@ class Population:
         return [Candidate(m.id, self.score(m), m.cost, m.id) for m in self.members.values()
                 if m.accs and m.cost is not None]
 
-    def front_size(self) -> int:
-        """How many models the final retraining would train now: the front and the seed."""
-        return len({c.id for c in pareto_front(self.candidates())} | {self.seed_id})
+    def front(self) -> list[int]:
+        """The ids the final retraining would train now: the Pareto front and the seed."""
+        return sorted({c.id for c in pareto_front(self.candidates())} | {self.seed_id})
 
     def next_reference(self) -> int | None:
         """The seed reference due next (:func:`alphac.search.schedule.next_reference`)."""
@@ -78,7 +78,7 @@ class Population:
     def final_units(self, scratch: bool = False) -> int:
         """The final retraining of the front and the seed now, in final recipes: one per model
         from scratch, else each model's :meth:`final_fine_tunes`."""
-        front = {c.id for c in pareto_front(self.candidates())} | {self.seed_id}
+        front = self.front()
         if scratch:
             return len(front)
         deepest = max(self.members[i].generation for i in front)

@@ -65,13 +65,13 @@ def test_the_final_estimate_follows_measured_speed_and_corrects_itself():
     pop = search_with({1: [0.8]})
     settings = SearchSettings(final={"epochs": 1.0, "subset": 1000})
     budget = Budget(None, 0.0, settings.proxy, settings.final)
-    assert pop.front_size() == 1  # the seed alone
-    assert budget.final_estimate(pop.front_size()) == 0.0  # nothing measured yet
+    assert pop.front() == [1]  # the seed alone
+    assert budget.final_estimate(len(pop.front())) == 0.0  # nothing measured yet
     budget.rates = [0.01]
-    assert budget.final_estimate(pop.front_size()) == pytest.approx(1 * 1000 * 0.01)
-    assert budget.final_estimate(pop.front_size() + 1) == pytest.approx(2 * 1000 * 0.01)
+    assert budget.final_estimate(len(pop.front())) == pytest.approx(1 * 1000 * 0.01)
+    assert budget.final_estimate(len(pop.front()) + 1) == pytest.approx(2 * 1000 * 0.01)
     budget.rates += [0.002, 0.002]  # a faster machine than the first job said: the median moves
-    assert budget.final_estimate(pop.front_size()) == pytest.approx(1000 * 0.002)
+    assert budget.final_estimate(len(pop.front())) == pytest.approx(1000 * 0.002)
     assert _work({"steps": 10, "batch_size": 32}) == 320
 
 
