@@ -24,6 +24,8 @@ For each model and method the report gives the smallest params ratio whose test 
     python bench/vs_pruning.py                      # both methods, both models
     python bench/vs_pruning.py --methods pruning    # one side
     python bench/vs_pruning.py --quick              # a smoke run (under 3 min on 2 cores)
+    python bench/vs_pruning.py --methods pruning --equal-images --out-name STEM
+        # pruning given alphac's training images, model by model (alphac's side from STEM.json)
 
 Writes ``bench/results/vs_pruning.md`` and ``.json`` (``--out-name`` changes the stem). Needs the
 bench-only dependencies (``make bench-deps``: torch-pruning, scipy).
@@ -100,6 +102,21 @@ def bisect_decreasing(f: Callable[[float], float], target: float, lo: float = 0.
 def images_to_steps(images: int, batch_size: int) -> int:
     """Optimizer steps that consume at least ``images`` training images at ``batch_size``."""
     return max(1, math.ceil(images / batch_size))
+
+
+def seed_images(seed_recipe: Mapping[str, Any]) -> int:
+    """Training images of the pruning side's seed training."""
+    return int(seed_recipe["epochs"] * seed_recipe["subset"])
+
+
+def equal_finetune_images(total: int, seed: int, fine_tunes: int, batch_size: int) -> int:
+    """Fine-tune images per pruned model (whole batches) that bring the pruning side's total,
+    ``seed`` images plus ``fine_tunes`` fine-tunes, nearest to ``total`` (alphac's)."""
+    if total <= seed:
+        raise ValueError(f"alphac used {total} training images, no more than the seed's "
+                         f"{seed}: nothing is left for pruning's fine-tunes")
+    steps = round((total - seed) / fine_tunes / batch_size)
+    return max(1, steps) * batch_size
 
 
 # --- models and data ----------------------------------------------------------------------------
@@ -359,8 +376,9 @@ def render(result: Mapping[str, Any]) -> str:
         lines += [f"Torch-Pruning {result.get('torch_pruning', '?')}: `MagnitudePruner`, L1 "
                   "magnitude importance, one uniform channel ratio over every conv (classifier "
                   "outputs kept), bisected to the target params ratio; each pruned model "
-                  f"fine-tuned from the trained seed for {first['finetune_images']} images "
-                  f"(`{_short(first['finetune_recipe'])}`). `1.00 + ft` is the unpruned seed "
+                  "fine-tuned from the trained seed for "
+                  f"{_images_per_model(pruning)} images "
+                  f"(`{_short(first['finetune_recipe'], per_model=len(pruning) > 1)}`). `1.00 + ft` is the unpruned seed "
                   "given the same fine-tune (a control: extra training alone moves accuracy).",
                   ""]
     for name in result["models"]:
@@ -381,9 +399,9 @@ def render(result: Mapping[str, Any]) -> str:
                     f"{_pct(r['test_accuracy'])} | "
                     f"{100 * (r['test_accuracy'] - s['test_accuracy']):+.2f} |")
             n_models = 1 + len(p["rows"])
-            seed_images = int(p["seed_recipe"]["epochs"] * p["seed_recipe"]["subset"])
-            lines += ["", f"Training images: seed {seed_images}, fine-tunes {n_models} x "
-                      f"{p['finetune_images']}, total {seed_images + n_models * p['finetune_images']}.",
+            seeds = seed_images(p["seed_recipe"])
+            lines += ["", f"Training images: seed {seeds}, fine-tunes {n_models} x "
+                      f"{p['finetune_images']}, total {seeds + n_models * p['finetune_images']}.",
                       "", f"Pruning, smallest params ratio within {THRESHOLD_POINTS} points of "
                       f"the seed's test accuracy: **{_ratio(p['smallest_within'])}** (within "
                       f"{THRESHOLD_POINTS} of the fine-tuned seed control: "
@@ -427,9 +445,17 @@ def render(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _short(recipe: Mapping[str, Any]) -> str:
-    keys = ("epochs", "steps", "batch_size", "lr", "warmup", "schedule", "subset", "augment",
-            "test_subset")
+def _images_per_model(pruning: Mapping[str, Any]) -> str:
+    counts = {name: p["finetune_images"] for name, p in pruning.items()}
+    if len(set(counts.values())) == 1:
+        return str(next(iter(counts.values())))
+    return ", ".join(f"{n} ({name})" for name, n in counts.items())
+
+
+def _short(recipe: Mapping[str, Any], per_model: bool = False) -> str:
+    """The recipe's main fields (``per_model``: without the steps, which differ by model)."""
+    keys = ("epochs", *(() if per_model else ("steps",)), "batch_size", "lr", "warmup",
+            "schedule", "subset", "augment", "test_subset")
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe and recipe[k] is not None)
 
 
@@ -449,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratios", default=",".join(str(r) for r in RATIOS))
     parser.add_argument("--finetune-images", type=int, default=10_000,
                         help="training images of each pruned model's fine-tune (default 10000)")
+    parser.add_argument("--equal-images", action="store_true",
+                        help="fine-tune each pruned model for as many images as make the pruning "
+                             "side's total equal alphac's on that model (alphac's side from this "
+                             "run, else from the results file of the same --out-name)")
     parser.add_argument("--candidates", type=int, default=20,
                         help="alphac's children per model (default 20)")
     parser.add_argument("--child-images", type=int, default=2_560,
@@ -496,17 +526,12 @@ def main(argv: list[str] | None = None) -> int:
         "models": models, "methods": methods, "seed_recipe": seed_recipe,
         "data": {"train": len(data.train.labels), "val": len(data.val.labels),
                  "test": len(data.test.labels)}}
-    if "pruning" in methods:
-        import torch_pruning as tp
-
-        result["torch_pruning"] = getattr(tp, "__version__", "?")
-        result["pruning"] = {}
-        for name in models:
-            print(f"pruning: {name}", flush=True)
-            result["pruning"][name] = run_pruning(
-                name, data, seed=args.seed, seed_recipe=seed_recipe, ratios=ratios,
-                finetune_images=finetune_images)
-            _save(result, stem, methods, began)  # a killed run keeps what finished
+    alphac_side = _previous(stem).get("alphac") or {}
+    if args.equal_images and "alphac" in methods:
+        methods = ["alphac", *[m for m in methods if m != "alphac"]]  # its totals come first
+    if args.equal_images and "alphac" not in methods and not all(m in alphac_side for m in models):
+        parser.error(f"--equal-images needs alphac's side of {', '.join(models)}: run with "
+                     f"--methods alphac,pruning, or keep bench/results/{stem}.json from one")
     if "alphac" in methods:
         result["alphac"] = {}
         for name in models:
@@ -518,22 +543,47 @@ def main(argv: list[str] | None = None) -> int:
                 child_images=300 if args.quick else args.child_images, seed_recipe=seed_recipe,
                 mutator=args.mutator, reuse=args.reuse, **extra)
             _save(result, stem, methods, began)
+        alphac_side = result["alphac"]
+    if "pruning" in methods:
+        import torch_pruning as tp
+
+        result["torch_pruning"] = getattr(tp, "__version__", "?")
+        result["pruning"] = {}
+        for name in models:
+            images = finetune_images
+            if args.equal_images:
+                images = equal_finetune_images(
+                    alphac_side[name]["images"]["total"], seed_images(seed_recipe),
+                    len(ratios) + 1, int(seed_recipe["batch_size"]))
+            print(f"pruning: {name} ({images} fine-tune images per model)", flush=True)
+            result["pruning"][name] = run_pruning(
+                name, data, seed=args.seed, seed_recipe=seed_recipe, ratios=ratios,
+                finetune_images=images)
+            _save(result, stem, methods, began)  # a killed run keeps what finished
     print(_save(result, stem, methods, began))
     return 0
 
 
+def _previous(stem: str) -> dict[str, Any]:
+    """The results file ``bench/results/STEM.json`` as it is now ({} when there is none)."""
+    path = HERE / "results" / f"{stem}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _save(result: dict[str, Any], stem: str, methods: Sequence[str], began: float) -> str:
     """Write ``result`` so far as ``bench/results/STEM.{json,md}``; returns the markdown. A
-    one-side run keeps the other side's last numbers from the file it replaces."""
+    run keeps the last numbers of the sides and models it did not run from the file it
+    replaces."""
     result["seconds"] = round(time.monotonic() - began, 1)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    previous = out / f"{stem}.json"
-    if previous.is_file() and set(methods) != {"pruning", "alphac"}:
-        old = json.loads(previous.read_text())
-        for side in ("pruning", "alphac"):
-            if side not in methods and old.get(side):
-                result[side] = old[side]
+    old = _previous(stem)
+    for side in ("pruning", "alphac"):
+        kept = {k: v for k, v in (old.get(side) or {}).items()
+                if side not in methods or k not in result["models"]}
+        if kept:
+            result[side] = {**kept, **(result.get(side) or {})}
+    result["models"] = [*dict.fromkeys([*(old.get("models") or []), *result["models"]])]
     text = render(result)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(text)

@@ -115,3 +115,30 @@ def test_an_alphac_run_counts_each_final_fine_tune_it_was_given(monkeypatch):
     images = vs._run_images(Path("unused"), report)
     assert images == {"seed": 1000, "children": 128, "references": 128, "final": 4 * 640,
                       "total": 1000 + 128 + 128 + 2560}
+
+
+def test_equal_images_give_pruning_the_fine_tunes_that_match_alphacs_total():
+    """Pruning's seed plus its fine-tunes (whole batches) come nearest alphac's images; a total
+    no larger than the seed's training is an error that says so."""
+    per = vs.equal_finetune_images(252_544, 80_000, 6, 128)
+    assert per % 128 == 0 and per == 28_800
+    assert abs(80_000 + 6 * per - 252_544) <= 6 * 64
+    with pytest.raises(ValueError, match="nothing is left"):
+        vs.equal_finetune_images(80_000, 80_000, 6, 128)
+
+
+def test_a_partial_rerun_keeps_the_models_and_sides_it_did_not_run(tmp_path, monkeypatch):
+    """Rerunning one side of one model replaces just that entry in the results file."""
+    import json
+
+    monkeypatch.setattr(vs, "HERE", tmp_path)
+    monkeypatch.setattr(vs, "render", lambda result: "rendered")
+    (tmp_path / "results").mkdir()
+    old = {"models": ["a", "b"], "pruning": {"a": {"n": 1}, "b": {"n": 2}},
+           "alphac": {"a": {"n": 3}, "b": {"n": 4}}}
+    (tmp_path / "results" / "s.json").write_text(json.dumps(old))
+    new = {"models": ["b"], "pruning": {"b": {"n": 5}}}
+    vs._save(new, "s", ["pruning"], 0.0)
+    saved = json.loads((tmp_path / "results" / "s.json").read_text())
+    assert saved["pruning"] == {"a": {"n": 1}, "b": {"n": 5}}
+    assert saved["alphac"] == old["alphac"] and saved["models"] == ["a", "b"]
