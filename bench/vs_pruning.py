@@ -378,7 +378,7 @@ def render(result: Mapping[str, Any]) -> str:
                   "outputs kept), bisected to the target params ratio; each pruned model "
                   "fine-tuned from the trained seed for "
                   f"{_images_per_model(pruning)} images "
-                  f"(`{_short(first['finetune_recipe'], per_model=len(pruning) > 1)}`). `1.00 + ft` is the unpruned seed "
+                  f"(`{_short(first['finetune_recipe'], per_model=len({q['finetune_images'] for q in pruning.values()}) > 1)}`). `1.00 + ft` is the unpruned seed "
                   "given the same fine-tune (a control: extra training alone moves accuracy).",
                   ""]
     for name in result["models"]:
@@ -527,12 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"train": len(data.train.labels), "val": len(data.val.labels),
                  "test": len(data.test.labels)}}
     alphac_side = _previous(stem).get("alphac") or {}
-    if args.equal_images and "alphac" in methods:
-        methods = ["alphac", *[m for m in methods if m != "alphac"]]  # its totals come first
     if args.equal_images and "alphac" not in methods and not all(m in alphac_side for m in models):
         parser.error(f"--equal-images needs alphac's side of {', '.join(models)}: run with "
                      f"--methods alphac,pruning, or keep bench/results/{stem}.json from one")
-    if "alphac" in methods:
+    if "alphac" in methods:  # before pruning: --equal-images reads its image totals
         result["alphac"] = {}
         for name in models:
             print(f"alphac: {name}", flush=True)
