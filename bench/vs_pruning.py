@@ -453,9 +453,11 @@ def _images_per_model(pruning: Mapping[str, Any]) -> str:
 
 
 def _short(recipe: Mapping[str, Any], per_model: bool = False) -> str:
-    """The recipe's main fields (``per_model``: without the steps, which differ by model)."""
-    keys = ("epochs", *(() if per_model else ("steps",)), "batch_size", "lr", "warmup",
-            "schedule", "subset", "augment", "test_subset")
+    """The recipe's main fields (``per_model``: without the steps, which differ by model). A
+    recipe with ``steps`` shows no ``epochs``: the steps decide its length."""
+    by_steps = recipe.get("steps") is not None
+    keys = (*(() if by_steps else ("epochs",)), *(() if per_model else ("steps",)), "batch_size",
+            "lr", "warmup", "schedule", "subset", "augment", "test_subset")
     return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe and recipe[k] is not None)
 
 

@@ -127,6 +127,15 @@ def test_equal_images_give_pruning_the_fine_tunes_that_match_alphacs_total():
         vs.equal_finetune_images(80_000, 80_000, 6, 128)
 
 
+def test_a_recipe_shown_by_steps_carries_no_epochs():
+    """The steps decide a fine-tune's length, so the report does not print the seed's epochs
+    beside them; a recipe by epochs still shows its epochs."""
+    by_steps = {"epochs": 8.0, "steps": 225, "batch_size": 128, "lr": 0.01}
+    assert vs._short(by_steps) == "steps=225, batch_size=128, lr=0.01"
+    assert vs._short(by_steps, per_model=True) == "batch_size=128, lr=0.01"
+    assert vs._short({"epochs": 3.0, "batch_size": 128}) == "epochs=3.0, batch_size=128"
+
+
 def test_a_partial_rerun_keeps_the_models_and_sides_it_did_not_run(tmp_path, monkeypatch):
     """Rerunning one side of one model replaces just that entry in the results file."""
     import json
