@@ -30,11 +30,19 @@ validation accuracy over every model the runs retrained.
     python bench/search_quality.py              # the protocol (10 search seeds x 48 children)
     python bench/search_quality.py --seeds 4 --candidates 24   # what fits a 2-core session
     python bench/search_quality.py --quick      # a smoke run (a few minutes)
+    python bench/search_quality.py --methods property --width-ratios 0.5,0.75,0.875 \
+        --out-name search_quality_gentle       # the same runs with other width-mutation ratios
+
+``--width-ratios`` replaces the ratios a width mutation draws from (``MutationConfig``'s
+``width_ratios``, a uniform draw, repeats allowed) in every run of this study; the report
+states them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import itertools
 import json
 import random
@@ -43,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+import alphac.search.driver as driver
+from alphac.passes.transform.mutate import MutationConfig
 from alphac.search.api import optimize
 from alphac.search.journal import Journal
 from alphac.search.selection import Candidate, best_within, normalised_hypervolume, pareto_front
@@ -51,6 +61,15 @@ HERE = Path(__file__).resolve().parent
 METHODS = {"property": {"mutator": "property", "strategy": "evolution"},
            "random-edit": {"mutator": "random", "strategy": "evolution"},
            "random-search": {"mutator": "property", "strategy": "random-search"}}
+
+
+def use_width_ratios(ratios: tuple[float, ...]) -> None:
+    """Make every search of this process draw width mutations' ratios from ``ratios``: the
+    driver's ``mutate`` gets a config with them (mutation runs in the driver, not the workers).
+    """
+    base = driver.mutate.func if isinstance(driver.mutate, functools.partial) else driver.mutate
+    config = dataclasses.replace(MutationConfig(), width_ratios=tuple(ratios))
+    driver.mutate = functools.partial(base, config=config)
 
 
 def equal_training_scores(inds) -> dict[int, float]:
@@ -182,7 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", type=Path, default=Path(".bench/search-quality"))
     parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--out-name", default="search_quality",
+                        help="the results' file stem (default search_quality)")
+    parser.add_argument("--width-ratios", default=None,
+                        help="comma-separated ratios for width mutations (default: "
+                             f"{','.join(f'{r:g}' for r in MutationConfig().width_ratios)})")
     args = parser.parse_args(argv)
+    ratios = MutationConfig().width_ratios
+    if args.width_ratios is not None:
+        try:
+            ratios = tuple(float(r) for r in args.width_ratios.split(","))
+        except ValueError:
+            parser.error(f"--width-ratios takes numbers separated by commas, got "
+                         f"{args.width_ratios!r}")
+        if not ratios or any(r <= 0 or r == 1 for r in ratios):
+            parser.error(f"--width-ratios must be positive and not 1, got {args.width_ratios!r}")
+        use_width_ratios(ratios)
     if args.quick:
         args.candidates, args.seeds, args.steps, args.subset = 2, 2, 5, 600
         args.seed_steps = 20
@@ -208,20 +242,25 @@ def main(argv: list[str] | None = None) -> int:
                                  if k not in ("front", "retrained")}}), flush=True)
     wall = time.monotonic() - began
     suffix = "_quick" if args.quick else ""
+    stem = args.out_name
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"search_quality{suffix}.json").write_text(json.dumps(
+    (args.results / f"{stem}{suffix}.json").write_text(json.dumps(
         {"settings": {k: str(v) for k, v in vars(args).items()}, "results": results},
         indent=2) + "\n")
-    _plot(results, args.results / f"search_quality{suffix}.png")
+    _plot(results, args.results / f"{stem}{suffix}.png")
     lines = [
         "# Search quality at an equal budget", "",
         f"Measured by `python bench/search_quality.py --seeds {args.seeds} --candidates "
-        f"{args.candidates}{' --quick' if args.quick else ''}` on this code: {args.model} on real "
+        f"{args.candidates}{' --quick' if args.quick else ''}"
+        f"{'' if args.methods == ','.join(METHODS) else ' --methods ' + args.methods}"
+        f"{'' if args.width_ratios is None else ' --width-ratios ' + args.width_ratios}` on this "
+        f"code: {args.model} on real "
         f"Fashion-MNIST ({args.subset} training images; validation: 6,000 held-out images), one "
         f"seed model (seed 0, {args.seed_steps} steps) shared by every run, {args.candidates} "
         f"children per run, each fine-tuned {args.steps} steps at batch 64 from its parent, "
         f"successive halving off, {args.workers} local workers, search seeds "
-        f"0..{args.seeds - 1}. Wall time {wall / 60:.1f} min.", "",
+        f"0..{args.seeds - 1}; width mutations draw their ratio from "
+        f"({', '.join(f'{r:g}' for r in ratios)}). Wall time {wall / 60:.1f} min.", "",
         "Scores are at equal training (validation accuracy minus the seed's gain from as many "
         "fine-tunes). Hypervolume: of the (score, params / seed params) front, reference point "
         "(seed accuracy - 3 points, seed params); higher is better. Smallest: params of the "
@@ -266,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {method} | {seed} | {r['hypervolume']:.4f} | "
                          f"{r['smallest_within_0.5_ratio']:.3f} | {100 * r['seed_val']:.1f}% | "
                          f"{r['children']} | {r['seconds'] / 60:.1f} |")
-    (args.results / f"search_quality{suffix}.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{stem}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

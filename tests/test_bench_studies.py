@@ -151,3 +151,21 @@ def test_a_partial_rerun_keeps_the_models_and_sides_it_did_not_run(tmp_path, mon
     saved = json.loads((tmp_path / "results" / "s.json").read_text())
     assert saved["pruning"] == {"a": {"n": 1}, "b": {"n": 5}}
     assert saved["alphac"] == old["alphac"] and saved["models"] == ["a", "b"]
+
+
+def test_search_quality_width_ratios_reach_the_driver_mutations(monkeypatch):
+    """``--width-ratios`` makes the search driver's width mutations draw from the given ratios
+    (zoo:small_cnn's convs narrowed to 0.875 of their width, rounded to its grain)."""
+    import alphac.search.driver as driver
+    from alphac.frontends import load
+    from alphac.passes.transform.width_mutation import new_width
+
+    sq = _module("search_quality")
+    monkeypatch.setattr(driver, "mutate", driver.mutate)  # undone after the test
+    sq.use_width_ratios((0.875,))
+    sq.use_width_ratios((0.875,))  # a second call replaces the config, does not stack
+    assert driver.mutate.keywords["config"].width_ratios == (0.875,)
+    t = load("zoo:small_cnn", (2, 1, 28, 28), num_classes=10)
+    child = driver.mutate(t.gm, t.blocks, t.example_inputs, seed=0, kind="width")
+    widths = child.record.achieved["widths"]
+    assert widths and all(new == new_width(old, 0.875) for old, new in widths.values())
