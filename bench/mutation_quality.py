@@ -55,6 +55,9 @@ EXAMPLE_SHAPE = (2, 1, 28, 28)
 MUTATORS = ("property", "random", "enumerate")
 CHANCE = 0.1
 COLLAPSE = 0.5
+#: Children within this fraction of the parent's params count as the same size (a dropped bias
+#: or a norm's affine is a rounding error of the model).
+SAME_PARAMS = 0.01
 
 #: The parent's training: 5 epochs of a 10,000-image subset at batch 128, peak lr 0.1.
 PARENT_RECIPE: dict[str, Any] = {"epochs": 5.0, "batch_size": 128, "lr": 0.1, "subset": 10_000}
@@ -165,6 +168,30 @@ def summarize(children: Iterable[Mapping[str, Any]], parent_reference: float) ->
         "plan_used": sum(bool(r.get("plan_used")) for r in made),
         "plan_nonempty": sum(bool(r.get("plan_steps")) for r in made),
     }
+
+
+def by_params_change(children: Iterable[Mapping[str, Any]],
+                     parent_reference: float) -> dict[str, dict[str, Any]]:
+    """The made children split by what the mutation did to the params: ``smaller`` or
+    ``larger`` than the parent's by more than :data:`SAME_PARAMS` (a fraction), else ``same``;
+    per group the count, the retention median (points) and the params ratio median. A mutator
+    that mostly keeps the params says little about shrinking."""
+    groups: dict[str, list[Mapping[str, Any]]] = {"smaller": [], "same": [], "larger": []}
+    for r in children:
+        if r["status"] not in ("ok", "diverged"):
+            continue
+        ratio = r["params_ratio"]
+        groups["same" if abs(ratio - 1) <= SAME_PARAMS else "smaller" if ratio < 1
+               else "larger"].append(r)
+    out = {}
+    for name, rows in groups.items():
+        retention = [100 * ((CHANCE if r["val_accuracy"] is None else r["val_accuracy"])
+                            - parent_reference) for r in rows]
+        out[name] = {"children": len(rows),
+                     "retention_median": statistics.median(retention) if rows else None,
+                     "params_ratio_median": (statistics.median(r["params_ratio"] for r in rows)
+                                             if rows else None)}
+    return out
 
 
 def compare(a_rows: Iterable[Mapping[str, Any]], b_rows: Iterable[Mapping[str, Any]], *,
@@ -373,6 +400,15 @@ def render(result: Mapping[str, Any]) -> str:
                 f"{_pct(s['val_before_median'])} | {_pct(s['val_before_name_only_median'])} | "
                 f"{_pct(s.get('val_distilled_median'))} | {_pct(s.get('above_40_before'))} / "
                 f"{_pct(s.get('above_40_distilled'))} |")
+        lines += ["", "By what the mutation did to the params (smaller or larger by more than "
+                  f"{SAME_PARAMS:.0%}; children: retention median at params ratio median):", "", "| mutator | smaller | same | larger |", "|---|---|---|---|"]
+        for m in result["mutators"]:
+            rows = [r for r in result["children"] if r["kind"] == kind and r["mutator"] == m]
+            groups = by_params_change(rows, parent["finetune_mean"])
+            lines.append(f"| {m} | " + " | ".join(
+                f"{g['children']}: {_pts(g['retention_median'])} at "
+                f"{_ratio(g['params_ratio_median'])}" if g["children"] else "0"
+                for g in groups.values()) + " |")
         lines += ["", "Paired over seeds where both made a child (fine-tuned validation "
                   "accuracy, points):", "",
                   "| comparison | pairs | median difference | bootstrap 95% CI | Wilcoxon p |",
@@ -389,6 +425,13 @@ def render(result: Mapping[str, Any]) -> str:
             lines += [f"- {r['mutator']} seed {r['seed']}: {r['reason']}" for r in errors[:10]]
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _short(recipe: Mapping[str, Any]) -> str:
@@ -414,7 +457,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-name", default=None,
                         help="results stem under bench/results (default mutation_quality, "
                              "mutation_quality_quick with --quick)")
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite bench/results/STEM.md from STEM.json (no run)")
     args = parser.parse_args(argv)
+    if args.render:
+        stem = args.out_name or ("mutation_quality_quick" if args.quick else "mutation_quality")
+        source = HERE / "results" / f"{stem}.json"
+        if not source.is_file():
+            parser.error(f"--render needs {_rel(source)}: run the study with --out-name {stem} "
+                         "first")
+        (HERE / "results" / f"{stem}.md").write_text(render(json.loads(source.read_text())))
+        print(f"wrote {_rel(source.with_suffix('.md'))}")
+        return 0
     import platform
 
     import torch

@@ -169,3 +169,20 @@ def test_search_quality_width_ratios_reach_the_driver_mutations(monkeypatch):
     child = driver.mutate(t.gm, t.blocks, t.example_inputs, seed=0, kind="width")
     widths = child.record.achieved["widths"]
     assert widths and all(new == new_width(old, 0.875) for old, new in widths.values())
+
+
+def test_mutation_quality_splits_children_by_their_params_change():
+    """Within 1% of the parent's params is the same size; a failed synthesis is no child; a
+    diverged child counts at chance."""
+    rows = [{"status": "ok", "params_ratio": 0.995, "val_accuracy": 0.85},
+            {"status": "ok", "params_ratio": 1.0, "val_accuracy": 0.87},
+            {"status": "ok", "params_ratio": 0.7, "val_accuracy": 0.80},
+            {"status": "diverged", "params_ratio": 0.5, "val_accuracy": None},
+            {"status": "ok", "params_ratio": 1.2, "val_accuracy": 0.86},
+            {"status": "synthesis_failed", "params_ratio": 0.1, "val_accuracy": None}]
+    groups = mq.by_params_change(rows, 0.86)
+    assert [g["children"] for g in groups.values()] == [2, 2, 1]
+    assert groups["same"]["retention_median"] == pytest.approx(0.0)
+    assert groups["smaller"]["retention_median"] == pytest.approx((-6 - 76) / 2)
+    assert groups["smaller"]["params_ratio_median"] == pytest.approx(0.6)
+    assert groups["larger"]["retention_median"] == pytest.approx(0.0)
