@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", type=int, default=6000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--out", type=Path, default=Path(".bench/search-quality"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the runs' folder (default .bench/ and the results' stem, "
+                             "e.g. .bench/search-quality; a finished run there is reused)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--out-name", default="search_quality",
                         help="the results' file stem (default search_quality)")
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated ratios for width mutations (default: "
                              f"{','.join(f'{r:g}' for r in MutationConfig().width_ratios)})")
     args = parser.parse_args(argv)
+    if args.out is None:  # another stem, another folder: runs of other settings never mix
+        args.out = Path(".bench") / args.out_name.replace("_", "-")
     ratios = MutationConfig().width_ratios
     if args.width_ratios is not None:
         try:
