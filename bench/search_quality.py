@@ -209,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated ratios for width mutations (default: "
                              f"{','.join(f'{r:g}' for r in MutationConfig().width_ratios)})")
     args = parser.parse_args(argv)
-    if args.out is None:  # another stem, another folder: runs of other settings never mix
-        args.out = Path(".bench") / args.out_name.replace("_", "-")
+    if args.out is None:  # another stem (or --quick), another folder: settings never mix
+        args.out = Path(".bench") / (args.out_name + ("_quick" if args.quick else "")).replace(
+            "_", "-")
     ratios = MutationConfig().width_ratios
     if args.width_ratios is not None:
         try:
@@ -227,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",")]
     began = time.monotonic()
     results: dict[str, list[dict]] = {m: [] for m in methods}
+    reused = 0
     for seed in range(args.seeds):
         for method in methods:
             out = args.out / f"{method}-{seed}"
             if (out / "report.json").is_file():  # finished before: reuse (the study resumes)
-                pass
+                reused += 1
             else:
                 optimize(args.model, target="fashion-mnist", out=out,
                          candidates=args.candidates, steps=args.steps,
@@ -264,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         f"children per run, each fine-tuned {args.steps} steps at batch 64 from its parent, "
         f"successive halving off, {args.workers} local workers, search seeds "
         f"0..{args.seeds - 1}; width mutations draw their ratio from "
-        f"({', '.join(f'{r:g}' for r in ratios)}). Wall time {wall / 60:.1f} min.", "",
+        f"({', '.join(f'{r:g}' for r in ratios)}). Wall time {wall / 60:.1f} min"
+        + (f" (this invocation; {reused} runs finished before were reused: the per-run table "
+           "has each run's minutes)" if reused else "") + ".", "",
         "Scores are at equal training (validation accuracy minus the seed's gain from as many "
         "fine-tunes). Hypervolume: of the (score, params / seed params) front, reference point "
         "(seed accuracy - 3 points, seed params); higher is better. Smallest: params of the "
