@@ -133,6 +133,11 @@ def wilcoxon_p(differences: Sequence[float]) -> float | None:
     return float(wilcoxon(nonzero).pvalue)
 
 
+def _accuracy(row: Mapping[str, Any]) -> float:
+    """A made child's fine-tuned validation accuracy; a diverged one counts at chance."""
+    return CHANCE if row["val_accuracy"] is None else row["val_accuracy"]
+
+
 def summarize(children: Iterable[Mapping[str, Any]], parent_reference: float) -> dict[str, Any]:
     """Per-mutator figures from child rows (``status``, ``val_accuracy``, ``params_ratio``,
     ``val_before``, ``val_before_name_only``); accuracies are fractions, retention in points."""
@@ -140,7 +145,7 @@ def summarize(children: Iterable[Mapping[str, Any]], parent_reference: float) ->
     made = [r for r in rows if r["status"] in ("ok", "diverged")]
     failed = [r for r in rows if r["status"] == "synthesis_failed"]
     errors = [r for r in rows if r["status"] == "error"]
-    acc = [CHANCE if r["val_accuracy"] is None else r["val_accuracy"] for r in made]
+    acc = [_accuracy(r) for r in made]
     retention = [100 * (a - parent_reference) for a in acc]
     quart = quartiles(retention)
     before = [r["val_before"] for r in made if r.get("val_before") is not None]
@@ -185,8 +190,7 @@ def by_params_change(children: Iterable[Mapping[str, Any]],
                else "larger"].append(r)
     out = {}
     for name, rows in groups.items():
-        retention = [100 * ((CHANCE if r["val_accuracy"] is None else r["val_accuracy"])
-                            - parent_reference) for r in rows]
+        retention = [100 * (_accuracy(r) - parent_reference) for r in rows]
         out[name] = {"children": len(rows),
                      "retention_median": statistics.median(retention) if rows else None,
                      "params_ratio_median": (statistics.median(r["params_ratio"] for r in rows)
@@ -199,8 +203,7 @@ def compare(a_rows: Iterable[Mapping[str, Any]], b_rows: Iterable[Mapping[str, A
     """Paired comparison of two mutators' fine-tuned accuracies over the seeds where both made a
     child: the differences (points), their median, bootstrap 95% CI and Wilcoxon p-value."""
     def by_seed(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
-        return {r["seed"]: 100 * (CHANCE if r["val_accuracy"] is None else r["val_accuracy"])
-                for r in rows if r["status"] in ("ok", "diverged")}
+        return {r["seed"]: 100 * _accuracy(r) for r in rows if r["status"] in ("ok", "diverged")}
 
     diffs = paired_differences(by_seed(a_rows), by_seed(b_rows))
     values = list(diffs.values())
@@ -401,7 +404,8 @@ def render(result: Mapping[str, Any]) -> str:
                 f"{_pct(s.get('val_distilled_median'))} | {_pct(s.get('above_40_before'))} / "
                 f"{_pct(s.get('above_40_distilled'))} |")
         lines += ["", "By what the mutation did to the params (smaller or larger by more than "
-                  f"{SAME_PARAMS:.0%}; children: retention median at params ratio median):", "", "| mutator | smaller | same | larger |", "|---|---|---|---|"]
+                  f"{SAME_PARAMS:.0%}; children: retention median at params ratio median):", "",
+                  "| mutator | smaller | same | larger |", "|---|---|---|---|"]
         for m in result["mutators"]:
             rows = [r for r in result["children"] if r["kind"] == kind and r["mutator"] == m]
             groups = by_params_change(rows, parent["finetune_mean"])
@@ -460,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="rewrite bench/results/STEM.md from STEM.json (no run)")
     args = parser.parse_args(argv)
+    stem = args.out_name or ("mutation_quality_quick" if args.quick else "mutation_quality")
     if args.render:
-        stem = args.out_name or ("mutation_quality_quick" if args.quick else "mutation_quality")
         source = HERE / "results" / f"{stem}.json"
         if not source.is_file():
             parser.error(f"--render needs {_rel(source)}: run the study with --out-name {stem} "
@@ -484,7 +488,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         finetune["steps"] = args.steps
     parent_seeds = list(range(2 if args.quick else args.parent_seeds))
-    stem = args.out_name or ("mutation_quality_quick" if args.quick else "mutation_quality")
     cache = ROOT / ".bench" / "mutation_quality"
     began = time.monotonic()
     data = load_task_data(TARGET, _recipe(parent_recipe), seed=args.seed)
