@@ -146,6 +146,24 @@ def test_exported_graph_modules_train_and_evaluate():
     assert evaluate(gm, data.val, normalize=norm) == evaluate(gm, data.val, normalize=norm)
 
 
+def test_cpu_evaluation_caps_its_batch_and_counts_every_image(fashion_mnist):
+    from alphac.runtime import evaluate as ev
+    from alphac.runtime.pipeline import Normalizer
+
+    assert ev.eval_batch_size(1000, torch.device("cpu")) == ev.CPU_EVAL_BATCH
+    assert ev.eval_batch_size(100, torch.device("cpu")) == 100
+    assert ev.eval_batch_size(1000, torch.device("cuda")) == 1000  # a GPU keeps the recipe's
+    data = prepare_data(fashion_mnist, val_fraction=0.1, subset=600, seed=0, val_subset=700)
+    model = small_cnn_for_fashion()
+    seen = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
+    norm = Normalizer(get_target("fashion-mnist"), torch.device("cpu"), channels_last=False)
+    capped = ev.evaluate(model, data.val, normalize=norm, batch_size=1000)
+    assert seen == [128] * 5 + [60] and capped.images == 700
+    whole = ev.evaluate(model, data.val, normalize=norm, batch_size=100)  # 7 batches of 100
+    assert capped.accuracy == whole.accuracy and capped.loss == pytest.approx(whole.loss, rel=1e-5)
+
+
 def test_shape_branching_model_file_loaded_at_batch_2_trains_at_any_batch(model_file):
     from alphac.frontends import EXPORT, load
 
